@@ -1,0 +1,5 @@
+"""``python -m segkit …``: the command line."""
+
+from segkit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""File helpers shared by the generator, preparation and the datasets.
+
+Every file segkit writes goes through ``atomic_write`` (a hidden temporary name in the same folder,
+then ``os.replace``), so an interrupted run never leaves a half-written file under its final name.
+Output folders are claimed with ``claim_output_dir``, which refuses a folder holding anything that
+segkit did not write there with the very same options.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+PARTIAL_SUFFIX = ".partial"
+
+
+class DataError(Exception):
+    """Bad input data or an unusable output folder; the message names the file and the problem."""
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it to ``path``, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_SUFFIX}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray, compress_level: int = 6) -> bytes:
+    """Write an (H, W) or (H, W, C) uint8 array as PNG atomically; return the PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG",
+                                                      compress_level=compress_level)
+    data = buffer.getvalue()
+    write_bytes(path, data)
+    return data
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically."""
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def decode_png(data: bytes, name: str, mode: str | None = None) -> np.ndarray:
+    """Decode image bytes into a numpy array; ``name`` is what the error message calls the file.
+
+    ``mode`` converts the image (e.g. ``"RGB"``); label maps are read with ``mode=None`` and must be
+    single-channel 8-bit.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if mode is not None and image.mode != mode:
+                image = image.convert(mode)
+            return np.asarray(image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{name}: cannot decode image ({error})") from error
+
+
+def read_label_png(data: bytes, name: str) -> np.ndarray:
+    """Decode a single-channel 8-bit label map (labelIds or trainIds) into an (H, W) uint8 array."""
+    array = decode_png(data, name)
+    if array.ndim != 2 or array.dtype != np.uint8:
+        raise DataError(f"{name}: a label map must be a single-channel 8-bit PNG, "
+                        f"got shape {array.shape} and dtype {array.dtype}")
+    return array
+
+
+def sha256(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def remove_partials(root: Path) -> int:
+    """Delete temporary files an interrupted run left under ``root``; return how many."""
+    partials = list(root.rglob(f".*{PARTIAL_SUFFIX}"))
+    for path in partials:
+        path.unlink()
+    return len(partials)
+
+
+def claim_output_dir(out: Path, marker: str, options: dict[str, Any]) -> bool:
+    """Make ``out`` ours for a run with ``options``; return True when resuming an earlier run.
+
+    ``out`` may be missing or empty (a fresh run), or hold ``marker`` written by an earlier run with
+    the same options (a resumed or repeated run). Anything else is refused, so user data is never
+    overwritten: a folder with other files, or one prepared with different options.
+    """
+    marker_path = out / marker
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: output path exists and is not a folder")
+    if marker_path.is_file():
+        try:
+            earlier = json.loads(marker_path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise DataError(f"{marker_path}: unreadable run marker ({error})") from error
+        if earlier != options:
+            changed = sorted(k for k in {*earlier, *options} if earlier.get(k) != options.get(k))
+            raise DataError(f"{out}: holds a run with other options ({', '.join(changed)} differ); "
+                            "choose another output folder or delete this one")
+        remove_partials(out)
+        return True
+    if out.is_dir() and any(out.iterdir()):
+        raise DataError(f"{out}: output folder already holds other data; "
+                        "choose an empty or new folder (nothing was written)")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(marker_path, options)
+    return False
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``"WxH"`` (e.g. ``"2048x1024"``) into ``(width, height)``."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"size must look like WIDTHxHEIGHT (e.g. 512x256), got {text!r}") from None
+    if width <= 0 or height <= 0:
+        raise ValueError(f"size must be positive, got {text!r}")
+    return width, height
