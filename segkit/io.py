@@ -61,7 +61,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def decode_png(data: bytes, name: str, mode: str | None = None) -> np.ndarray:
+def decode_image(data: bytes, name: str, mode: str | None = None) -> np.ndarray:
     """Decode image bytes into a numpy array; ``name`` is what the error message calls the file.
 
     ``mode`` converts the image (e.g. ``"RGB"``); label maps are read with ``mode=None`` and must be
@@ -72,14 +72,14 @@ def decode_png(data: bytes, name: str, mode: str | None = None) -> np.ndarray:
             image.load()
             if mode is not None and image.mode != mode:
                 image = image.convert(mode)
-            return np.asarray(image)
+            return np.array(image)  # a writable copy, so torch can take it over
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{name}: cannot decode image ({error})") from error
 
 
 def read_label_png(data: bytes, name: str) -> np.ndarray:
     """Decode a single-channel 8-bit label map (labelIds or trainIds) into an (H, W) uint8 array."""
-    array = decode_png(data, name)
+    array = decode_image(data, name)
     if array.ndim != 2 or array.dtype != np.uint8:
         raise DataError(f"{name}: a label map must be a single-channel 8-bit PNG, "
                         f"got shape {array.shape} and dtype {array.dtype}")

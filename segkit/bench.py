@@ -1,0 +1,299 @@
+"""Benchmarks that print measured figures; ratios compare paths measured in the same run."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from segkit.datasets import CityscapesSegmentation
+from segkit.engine import autocast_dtype, resolve_device
+from segkit.labels import IGNORE_INDEX, NUM_CLASSES
+from segkit.losses import build_loss
+from segkit.metrics import ConfusionMatrix
+from segkit.models import build_model
+from segkit.prepare import prepare
+from segkit.synthetic import generate
+from segkit.transforms import train_transforms
+
+
+def machine() -> str:
+    """A one-line description of where a benchmark ran."""
+    threads = torch.get_num_threads()
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+            f"({threads} torch threads), {gpu}, torch {torch.__version__}")
+
+
+def loader_samples_per_s(dataset, *, batch_size: int, num_workers: int, epochs: int = 2) -> float:
+    """Samples/s of a shuffled training DataLoader over ``dataset``, worker start-up included."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                        drop_last=False, persistent_workers=False)
+    started = time.perf_counter()
+    samples = 0
+    for _ in range(epochs):
+        for images, _masks in loader:
+            samples += len(images)
+    return samples / (time.perf_counter() - started)
+
+
+def bench_data(*, data: str | None = None, frames: int = 24, size: tuple[int, int] = (512, 256),
+               raw_size: tuple[int, int] = (2048, 1024), batch_size: int = 8,
+               workers: tuple[int, ...] = (0, 2)) -> dict:
+    """Training-data throughput from the prepared cache vs raw full-size files, in one run.
+
+    Synthesises ``frames`` training frames of ``raw_size`` in a temporary folder unless
+    ``data`` names an official-layout root, prepares them at ``size``, then loads both with the same
+    training preset (``segkit.transforms.train_transforms``) and ``num_workers`` in ``workers``.
+    Prints a table and returns the figures.
+    """
+    figures: dict = {"machine": machine(), "size": list(size), "raw_size": list(raw_size),
+                     "batch_size": batch_size}
+    with tempfile.TemporaryDirectory(prefix="segkit-bench-") as tmp:
+        raw_root = Path(data) if data else Path(tmp, "raw")
+        if data is not None:
+            figures["raw_size"] = list(CityscapesSegmentation(raw_root, "train").load(0)[0].shape[:0:-1])
+        else:
+            started = time.perf_counter()
+            generate(raw_root, size=raw_size, frames=frames, cities={"train": ("hamburg",)},
+                     progress=False)
+            figures["synth_frames_per_s"] = frames / (time.perf_counter() - started)
+        started = time.perf_counter()
+        result = prepare(raw_root, Path(tmp, "prepared"), select={"train": None}, size=size,
+                         workers=0, progress=False)
+        prepared_frames = sum(result["counts"]["train"].values())
+        figures["prepare_frames_per_s"] = prepared_frames / (time.perf_counter() - started)
+        transform = train_transforms(size=size)
+        sources = {"prepared": Path(tmp, "prepared"), "raw": raw_root}
+        for num_workers in workers:
+            for name, root in sources.items():
+                dataset = CityscapesSegmentation(root, "train", transforms=transform)
+                figures[f"{name}_samples_per_s_w{num_workers}"] = loader_samples_per_s(
+                    dataset, batch_size=batch_size, num_workers=num_workers)
+    best = max(workers)
+    figures["prepared_samples_per_s"] = figures[f"prepared_samples_per_s_w{best}"]
+    figures["raw_samples_per_s"] = figures[f"raw_samples_per_s_w{best}"]
+    figures["speedup"] = figures["prepared_samples_per_s"] / figures["raw_samples_per_s"]
+    figures["batch_ms_prepared"] = 1000 * batch_size / figures["prepared_samples_per_s"]
+    step = measure_step("my_fcn", size, batch_size, torch.device("cpu"), False, None)
+    figures["my_fcn_step_ms"] = 1000 * batch_size / step["img_per_s"]
+    _print_data_table(figures, workers)
+    return figures
+
+
+def _print_data_table(figures: dict, workers: tuple[int, ...]) -> None:
+    width, height = figures["size"]
+    print(f"segkit bench data — {figures['machine']}")
+    print(f"training samples/s at {width}x{height}, batch {figures['batch_size']}:")
+    raw_label = "raw {}x{}".format(*figures["raw_size"])
+    print(f"{'num_workers':>12} {'prepared':>10} {raw_label:>14} {'speedup':>8}")
+    for n in workers:
+        prepared, raw = figures[f"prepared_samples_per_s_w{n}"], figures[f"raw_samples_per_s_w{n}"]
+        print(f"{n:>12} {prepared:>10.1f} {raw:>14.1f} {prepared / raw:>7.1f}x")
+    if "synth_frames_per_s" in figures:
+        print(f"synthetic generation at {raw_label}: {figures['synth_frames_per_s']:.2f} frames/s")
+    print(f"preparation to {width}x{height}: {figures['prepare_frames_per_s']:.2f} frames/s")
+    print(f"one batch of {figures['batch_size']} from the prepared cache: "
+          f"{figures['batch_ms_prepared']:.0f} ms; one my_fcn training step on it: "
+          f"{figures['my_fcn_step_ms']:.0f} ms")
+
+
+# --- confusion matrix: bincount against a one-hot reference ---------------------------------
+
+def one_hot_confusion_reference(pred: Tensor, target: Tensor, num_classes: int = NUM_CLASSES,
+                                ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """The confusion matrix (C, C) the naive way: one-hot encode both maps, then one matmul.
+
+    Only a baseline for ``bench_confusion``: the one-hot maps take P x C float64 values each (P
+    pixels), against the P int32 indices of ``ConfusionMatrix``. float64 keeps the counts exact
+    (BLAS sums in floating point). Dropped targets encode as a zero row.
+    """
+    target = target.flatten().long()
+    pred = pred.flatten().long()
+    valid = (target >= 0) & (target < num_classes) & (target != ignore_index)
+    # Row C of this (C + 1, C) code book is all zeros: the code of a dropped target.
+    codes = torch.eye(num_classes + 1, num_classes, dtype=torch.float64, device=target.device)
+    target_hot = codes[torch.where(valid, target, num_classes)]  # (P, C)
+    pred_hot = codes[pred]  # (P, C)
+    return (target_hot.T @ pred_hot).round().long()  # (C, P) @ (P, C)
+
+
+def bench_confusion(size: tuple[int, int] = (256, 512), batch: int = 8,
+                    num_classes: int = NUM_CLASSES, repeats: int = 5,
+                    seed: int = 0) -> dict[str, float]:
+    """Time and memory of ``ConfusionMatrix.update`` against ``one_hot_confusion_reference`` on CPU.
+
+    The inputs are ``batch`` random int64 maps of ``size`` (H, W) with 10 % ignored target pixels.
+    Time is the best of ``repeats`` runs after one warm-up (the least disturbed by other processes).
+    Peak memory is measured, not derived: a separate run under ``torch.profiler`` with
+    ``profile_memory=True`` records every CPU allocation and free made by torch, and the peak is
+    the highest running total of those bytes (inputs allocated beforehand are not counted).
+
+    Returns:
+        ``confmat_ms``, ``reference_ms``, ``confmat_speedup`` (reference / confmat time),
+        ``confmat_peak_mb``, ``reference_peak_mb``, ``confmat_memory_ratio`` (confmat / reference
+        peak), with MB = 2**20 bytes.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, num_classes, (batch, *size), generator=generator)
+    target[torch.rand(target.shape, generator=generator) < 0.1] = IGNORE_INDEX
+    pred = torch.randint(0, num_classes, (batch, *size), generator=generator)
+    confmat = ConfusionMatrix(num_classes, device="cpu")
+
+    def run_confmat() -> None:
+        confmat.update(pred, target)
+
+    def run_reference() -> None:
+        one_hot_confusion_reference(pred, target, num_classes)
+
+    confmat_s = _best_time(run_confmat, repeats)
+    reference_s = _best_time(run_reference, repeats)
+    confmat_peak = _peak_cpu_bytes(run_confmat)
+    reference_peak = _peak_cpu_bytes(run_reference)
+    confmat.reset()
+    confmat.update(pred, target)
+    if not torch.equal(confmat.mat, one_hot_confusion_reference(pred, target, num_classes)):
+        raise AssertionError("ConfusionMatrix and the one-hot reference disagree")
+    return {
+        "confmat_ms": 1e3 * confmat_s,
+        "reference_ms": 1e3 * reference_s,
+        "confmat_speedup": reference_s / confmat_s,
+        "confmat_peak_mb": confmat_peak / 2**20,
+        "reference_peak_mb": reference_peak / 2**20,
+        "confmat_memory_ratio": confmat_peak / reference_peak,
+    }
+
+
+def _best_time(fn: Callable[[], None], repeats: int, warmup: bool = True) -> float:
+    """Seconds of the fastest of ``repeats`` calls, after one warm-up call unless ``warmup`` is False."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if warmup:
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _peak_cpu_bytes(fn: Callable[[], None]) -> int:
+    """Highest running total of CPU bytes torch allocates (minus frees) while ``fn`` runs.
+
+    The profiler writes one ``[memory]`` event per allocation (+bytes) and free (-bytes); its
+    Chrome trace is the public way to read them in time order.
+    """
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                profile_memory=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as file:
+            events = json.load(file)["traceEvents"]
+    memory = sorted((e["ts"], e["args"]["Bytes"]) for e in events
+                    if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0)
+    total = peak = 0
+    for _, nbytes in memory:
+        total += nbytes
+        peak = max(peak, total)
+    return peak
+
+
+# --- training step: models x sizes x precision / memory layout -----------------------------------
+
+def train_step(model: torch.nn.Module, images: Tensor, masks: Tensor, criterion,
+               dtype: torch.dtype | None) -> None:
+    """One forward + backward pass, as ``engine.fit`` runs it (no optimizer step)."""
+    with torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        loss = criterion(model(images).float(), masks)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
+def variants(device: torch.device) -> dict[str, tuple[bool, torch.dtype | None]]:
+    """Variant name -> (channels_last, autocast dtype) worth measuring on ``device``."""
+    mixed = "bf16" if device.type == "cpu" else "amp"
+    amp_dtype = torch.bfloat16 if device.type == "cpu" else autocast_dtype("auto", device)
+    return {"fp32": (False, None), "channels_last": (True, None), mixed: (False, amp_dtype)}
+
+
+def measure_step(name: str, size: tuple[int, int], batch_size: int, device: torch.device,
+                 channels_last: bool, dtype: torch.dtype | None, repeats: int = 1,
+                 **options) -> dict[str, float]:
+    """img/s (best of ``repeats`` timed steps) and peak memory (one profiled step) of a model."""
+    torch.manual_seed(0)
+    model = build_model(name, **options).to(device).train()
+    width, height = size
+    images = torch.randn(batch_size, 3, height, width, device=device)
+    masks = torch.randint(0, NUM_CLASSES, (batch_size, height, width), device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    criterion = build_loss("ce")
+
+    def step() -> None:
+        train_step(model, images, masks, criterion, dtype)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    peak = peak_bytes(step, device)  # doubles as the warm-up step
+    seconds = _best_time(step, repeats, warmup=False)
+    return {"img_per_s": batch_size / seconds, "peak_mb": peak / 2**20}
+
+
+def peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
+    """Peak bytes allocated by torch while ``fn`` runs: the CUDA allocator's, or the CPU profile's."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        return torch.cuda.max_memory_allocated(device) - before
+    return _peak_cpu_bytes(fn)
+
+
+def bench_train(*, models: Sequence[str] = ("my_fcn", "unet", "deeplabv3plus"),
+                sizes: Sequence[tuple[int, int]] = ((256, 128), (512, 256)), batch_size: int = 8,
+                repeats: int = 1, device: str = "auto", full: bool = False) -> dict:
+    """Training-step throughput and peak memory per model, size and variant, plus the confusion
+    matrix benchmark; on CUDA also DeepLabV3+ R101 at 2048×1024 (batch 2, AMP, checkpointing).
+
+    On the CPU, DeepLabV3+ runs only at the smallest size unless ``full`` (it alone would take
+    minutes). Prints a table and returns the figures.
+    """
+    run_device = resolve_device(device)
+    figures: dict = {"machine": machine(), "device": str(run_device), "batch_size": batch_size,
+                     "steps": {}}
+    for name in models:
+        for size in sizes:
+            if name == "deeplabv3plus" and run_device.type == "cpu" and not full \
+                    and size != min(sizes):
+                continue
+            for variant, (channels_last, dtype) in variants(run_device).items():
+                key = f"{name}@{size[0]}x{size[1]}/{variant}"
+                figures["steps"][key] = measure_step(name, size, batch_size, run_device,
+                                                     channels_last, dtype, repeats)
+                print(f"{key:<36} {figures['steps'][key]['img_per_s']:8.2f} img/s "
+                      f"{figures['steps'][key]['peak_mb']:9.0f} MB peak", flush=True)
+    if run_device.type == "cuda":
+        figures["deeplab_r101_2048x1024_b2_amp_ckpt"] = measure_step(
+            "deeplabv3plus", (2048, 1024), 2, run_device, True, autocast_dtype("auto", run_device),
+            repeats, checkpoint_backbone=True)
+        print(f"deeplabv3plus R101 2048x1024 batch 2, AMP + checkpointing: "
+              f"{figures['deeplab_r101_2048x1024_b2_amp_ckpt']['peak_mb']:.0f} MB peak")
+    figures.update(bench_confusion())
+    print(f"confusion matrix, 8 maps of 512x256: bincount {figures['confmat_ms']:.1f} ms, "
+          f"one-hot {figures['reference_ms']:.1f} ms ({figures['confmat_speedup']:.0f}x faster); "
+          f"peak {figures['confmat_peak_mb']:.1f} MB vs {figures['reference_peak_mb']:.1f} MB "
+          f"({1 / figures['confmat_memory_ratio']:.0f}x less)")
+    return figures

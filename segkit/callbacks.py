@@ -1,0 +1,103 @@
+"""Observers of ``segkit.engine.fit``: progress bars, epoch lines, checkpoints and TensorBoard."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from segkit.engine import Callback, FitState, check_checkpoint_dir, save_checkpoint
+from segkit.labels import colorize
+from segkit.transforms import denormalize
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch with the running loss."""
+
+    def __init__(self, total: int, disable: bool = False):
+        self.total, self.disable, self.bar = total, disable, None
+
+    def on_batch_end(self, state: FitState) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=self.total, desc=f"epoch {state.epoch + 1}/{state.config.epochs}",
+                            unit="batch", leave=False, disable=self.disable)
+        self.bar.update()
+        self.bar.set_postfix(loss=f"{state.batch_loss:.4f}")
+
+    def on_epoch_end(self, state: FitState) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    on_fit_end = on_epoch_end
+
+
+class PrintMetrics(Callback):
+    """One line per epoch: loss, validation global acc, mean acc and mIoU, time."""
+
+    def on_epoch_end(self, state: FitState) -> None:
+        row = state.last
+        scores = ""
+        if "val_miou" in row:
+            scores = (f"  val: global acc {row['val_pixel_acc']:.3f}  mean acc {row['val_mean_acc']:.3f}"
+                      f"  mIoU {row['val_miou']:.3f}")
+        print(f"epoch {row['epoch']:>3}/{state.config.epochs}  loss {row['train_loss']:.4f}"
+              f"{scores}  ({row['train_seconds']:.1f} s)", flush=True)
+
+    def on_fit_end(self, state: FitState) -> None:
+        if state.stop:
+            print(f"stopped early: {state.stop}", flush=True)
+
+
+class Checkpointer(Callback):
+    """``last.pt`` after every epoch and ``best.pt`` whenever validation mIoU improves."""
+
+    def __init__(self, out: str | os.PathLike):
+        self.out = Path(out)
+        check_checkpoint_dir(self.out)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        miou = state.last.get("val_miou", math.nan)
+        improved = math.isfinite(miou) and miou > state.best_miou
+        if improved:
+            state.best_miou = miou
+        save_checkpoint(self.out / "last.pt", state)
+        if improved:
+            save_checkpoint(self.out / "best.pt", state)
+
+
+class TensorBoardLogger(Callback):
+    """Scalars (loss, global acc, mean acc, mIoU, lr) and input / label / prediction images."""
+
+    def __init__(self, log_dir: str | os.PathLike):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(log_dir))
+
+    def on_batch_end(self, state: FitState) -> None:
+        self.writer.add_scalar("train/batch_loss", state.batch_loss, state.step)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        row, epoch = state.last, state.epoch
+        self.writer.add_scalar("train/loss", row["train_loss"], epoch)
+        self.writer.add_scalar("train/lr", row["lr"], epoch)
+        for name in ("pixel_acc", "mean_acc", "miou"):
+            if f"val_{name}" in row:
+                self.writer.add_scalar(f"val/{name}", row[f"val_{name}"], epoch)
+        if state.val_example is not None:
+            image, mask, pred = state.val_example
+            self.writer.add_image("val/input", denormalize(image), epoch)
+            self.writer.add_image("val/label", _colour(mask), epoch)
+            self.writer.add_image("val/prediction", _colour(pred), epoch)
+        self.writer.flush()
+
+    def on_fit_end(self, state: FitState) -> None:
+        self.writer.close()
+
+
+def _colour(mask: torch.Tensor) -> torch.Tensor:
+    """(H, W) class map -> (3, H, W) uint8 colour image."""
+    return torch.from_numpy(colorize(mask)).permute(2, 0, 1)

@@ -1,0 +1,292 @@
+"""The command line: ``python -m segkit {synth,prepare,train,test,bench} …`` (``--help`` on each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from segkit import layout
+from segkit.io import DataError, parse_size
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _selection(values: Sequence[str] | None) -> dict[str, list[str]] | None:
+    """``["train=hamburg,bremen", "val=frankfurt"]`` -> ``{"train": [...], "val": [...]}``."""
+    if not values:
+        return None
+    selection: dict[str, list[str]] = {}
+    for value in values:
+        split, sep, cities = value.partition("=")
+        if not sep or split not in layout.SPLITS or not cities:
+            raise argparse.ArgumentTypeError(
+                f"expected SPLIT=CITY[,CITY…] with SPLIT in {', '.join(layout.SPLITS)}, "
+                f"got {value!r}")
+        selection.setdefault(split, []).extend(c for c in cities.split(",") if c)
+    return selection
+
+
+def _add_synth(commands) -> None:
+    parser = commands.add_parser(
+        "synth", help="generate the synthetic Cityscapes-like dataset (official layout)",
+        description="Generate procedural street scenes in the official Cityscapes layout, "
+                    "file names and label ids; optionally also the two official zip files.")
+    parser.add_argument("--out", default="data/synthetic", help="output folder (default: %(default)s)")
+    parser.add_argument("--size", type=_size, default=(2048, 1024), metavar="WxH",
+                        help="frame size, width x height (default: 2048x1024, like the real data)")
+    parser.add_argument("--frames", type=int, default=20, metavar="N",
+                        help="frames per split (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--cities", nargs="+", metavar="SPLIT=CITY[,CITY]",
+                        help="cities per split (default: train=hamburg val=frankfurt test=berlin)")
+    parser.add_argument("--zips", action="store_true",
+                        help=f"also write {layout.LABELS_ZIP} and {layout.IMAGES_ZIP} into --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_synth)
+
+
+def _run_synth(args) -> int:
+    from segkit.synthetic import generate
+
+    summary = generate(args.out, size=args.size, frames=args.frames, seed=args.seed,
+                       cities=_selection(args.cities), zips=args.zips, progress=not args.quiet)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _add_prepare(commands) -> None:
+    parser = commands.add_parser(
+        "prepare", help="prepare a training copy from the official zips or folders",
+        description="Select splits and cities from the official zips (read in place) or an "
+                    "extracted root, convert labels to trainIds, optionally resize, and write a "
+                    "prepared copy with a manifest. Safe to re-run: it resumes and never "
+                    "overwrites other data.")
+    parser.add_argument("--source", required=True,
+                        help="folder holding the two official zips, or an extracted root")
+    parser.add_argument("--out", required=True, help="output folder (new, empty or a resumed run)")
+    parser.add_argument("--subset", choices=sorted(layout.SUBSETS), default="small",
+                        help="small: train hamburg + val frankfurt (the original study); "
+                             "full: every city (default: %(default)s)")
+    parser.add_argument("--select", nargs="+", metavar="SPLIT=CITY[,CITY]",
+                        help="explicit splits and cities, e.g. train=hamburg,bremen val=frankfurt "
+                             "(overrides --subset)")
+    parser.add_argument("--size", type=_size, metavar="WxH",
+                        help="resize to this training resolution (images filtered, labels nearest)")
+    parser.add_argument("--resample", choices=("bilinear", "area"), default="bilinear",
+                        help="image filter when resizing (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="parallel processes (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_prepare)
+
+
+def _run_prepare(args) -> int:
+    from segkit.prepare import prepare
+
+    result = prepare(args.source, args.out, subset=args.subset, select=_selection(args.select),
+                     size=args.size, resample=args.resample, workers=args.workers,
+                     progress=not args.quiet)
+    print(f"prepared {sum(map(sum, (c.values() for c in result['counts'].values())))} frames "
+          f"into {args.out} ({result['prepared_now']} converted now, "
+          f"{result['seconds']:.1f} s): {json.dumps(result['counts'])}")
+    return 0
+
+
+def _add_bench(commands) -> None:
+    parser = commands.add_parser("bench", help="benchmarks that print measured figures",
+                                 description="Benchmarks; every figure is measured in this run.")
+    targets = parser.add_subparsers(dest="target", required=True, metavar="TARGET")
+    data = targets.add_parser("data", help="data pipeline: prepared cache vs raw files",
+                              description="Training samples/s from the prepared cache vs raw "
+                                          "2048x1024 files resized per sample; generation and "
+                                          "preparation frames/s.")
+    data.add_argument("--data", help="an official-layout root with full-size frames to measure "
+                                     "(default: synthesise them in a temporary folder)")
+    data.add_argument("--frames", type=int, default=24,
+                      help="frames to synthesise and load (default: %(default)s)")
+    data.add_argument("--size", type=_size, default=(512, 256), metavar="WxH",
+                      help="training resolution (default: 512x256)")
+    data.add_argument("--raw-size", type=_size, default=(2048, 1024), metavar="WxH",
+                      help="size of the synthesised raw frames (default: 2048x1024, the real size)")
+    data.add_argument("--batch-size", type=int, default=8, help="default: %(default)s")
+    data.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    data.set_defaults(run=_run_bench_data)
+    train = targets.add_parser("train", help="training-step speed and memory per model",
+                               description="Forward+backward img/s and peak memory per model at "
+                                           "each size (fp32, channels_last, bf16 on CPU / AMP on "
+                                           "CUDA), and the confusion matrix against a one-hot "
+                                           "reference.")
+    train.add_argument("--models", nargs="+", default=["my_fcn", "unet", "deeplabv3plus"])
+    train.add_argument("--sizes", nargs="+", type=_size, default=[(256, 128), (512, 256)],
+                       metavar="WxH")
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--repeats", type=int, default=1, help="timed steps per figure (best is kept)")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--full", action="store_true",
+                       help="on the CPU, also DeepLabV3+ at the larger sizes (slow)")
+    train.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    train.set_defaults(run=_run_bench_train)
+
+
+def _run_bench_data(args) -> int:
+    from segkit.bench import bench_data
+
+    figures = bench_data(data=args.data, frames=args.frames, size=args.size,
+                         raw_size=args.raw_size, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(figures))
+    return 0
+
+
+def _run_bench_train(args) -> int:
+    from segkit.bench import bench_train
+
+    figures = bench_train(models=args.models, sizes=args.sizes, batch_size=args.batch_size,
+                          repeats=args.repeats, device=args.device, full=args.full)
+    if args.json:
+        print(json.dumps(figures))
+    return 0
+
+
+def _add_train(commands) -> None:
+    parser = commands.add_parser(
+        "train", help="train a model (the engine the notebooks use)",
+        description="Train my_fcn, unet or deeplab on a prepared or official root, or on the "
+                    "synthetic set (generated first when --data is not given). Writes last.pt and "
+                    "best.pt into --out and TensorBoard logs into --log_dir.")
+    add_train_arguments(parser)
+    parser.set_defaults(run=_run_train)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``train`` flags (also used by ``python -m segkit.train``, the original command)."""
+    from segkit.config import AMP_MODES, OPTIMIZERS, PROFILES, SCHEDULERS
+    from segkit.models import list_models
+
+    models = list_models(include_aliases=True)
+    parser.add_argument("-m", "--model", required=True, choices=models, metavar="MODEL",
+                        help=f"one of {', '.join(models)}")
+    parser.add_argument("--profile", choices=sorted(PROFILES),
+                        help="ci | cpu | gpu: data and training strength "
+                             "(default: $SEGKIT_PROFILE or cpu)")
+    parser.add_argument("--data", help="prepared or official Cityscapes root "
+                                       "(default: the profile's synthetic set, made if missing)")
+    parser.add_argument("--out", help="checkpoint folder (default: checkpoints/MODEL)")
+    parser.add_argument("--log_dir", "--log-dir", dest="log_dir",
+                        help="TensorBoard folder (default: runs/MODEL)")
+    parser.add_argument("-n", "--num_epoch", "--epochs", dest="epochs", type=int,
+                        help="epochs (default: the profile's)")
+    parser.add_argument("-lr", "--lr", dest="lr", type=float, help="learning rate (default: 1e-3)")
+    parser.add_argument("-c", "--continue_training", "--resume", dest="resume", action="store_true",
+                        help="continue from OUT/last.pt exactly where it stopped")
+    parser.add_argument("--size", type=_size, metavar="WxH", help="training crop, e.g. 512x256")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--accumulate", type=int, help="gradient accumulation steps")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS)
+    parser.add_argument("--scheduler", choices=SCHEDULERS)
+    parser.add_argument("--warmup-iters", type=int)
+    parser.add_argument("--loss", choices=("ce", "focal"))
+    parser.add_argument("--gamma", type=float, help="focal loss gamma (with --loss focal)")
+    parser.add_argument("--class-weights", action="store_true",
+                        help="weight classes by the training label histogram")
+    parser.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: auto)")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--workers", dest="num_workers", type=int, help="DataLoader workers")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--max-iters", type=int, help="cap on iterations per epoch")
+    parser.add_argument("--oom", choices=("fail", "retry"),
+                        help="on CUDA out-of-memory: stop with advice, or retry in smaller chunks")
+    parser.add_argument("--label-scheme", choices=("cityscapes19", "original20"))
+    parser.add_argument("--backbone", help="DeepLab backbone: resnet101 | resnet50 | mobilenet_v3_large")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16), help="DeepLab output stride")
+    parser.add_argument("--pretrained-backbone", metavar="imagenet|FILE",
+                        help="DeepLab: ImageNet weights from torchvision (cache or download) or a file")
+    parser.add_argument("--allow-random-init", action="store_true",
+                        help="DeepLab: continue from random weights if pretrained ones are unavailable")
+    parser.add_argument("--checkpoint-backbone", action="store_true",
+                        help="DeepLab: activation checkpointing in the backbone (less memory)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _model_options(args) -> dict:
+    options = {"backbone": args.backbone, "output_stride": args.output_stride,
+               "checkpoint_backbone": args.checkpoint_backbone or None,
+               "allow_random_init": args.allow_random_init or None,
+               "pretrained_backbone": (True if args.pretrained_backbone == "imagenet"
+                                       else args.pretrained_backbone)}
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _run_train(args) -> int:
+    from segkit.training import train
+
+    fields = ("epochs", "lr", "size", "batch_size", "accumulate", "optimizer", "scheduler",
+              "warmup_iters", "loss", "gamma", "amp", "device", "num_workers", "seed", "max_iters",
+              "oom", "label_scheme")
+    changes = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    if args.class_weights:
+        changes["class_weights"] = True
+    if args.channels_last:
+        changes["channels_last"] = True
+    state = train(args.model, profile=args.profile, data=args.data, out=args.out,
+                  log_dir=args.log_dir, resume=args.resume, model_options=_model_options(args),
+                  progress=not args.quiet, **changes)
+    return 1 if state.stop else 0
+
+
+def _add_test(commands) -> None:
+    parser = commands.add_parser(
+        "test", help="score a checkpoint on a labelled split",
+        description="Print global accuracy, mean accuracy, mIoU and the per-class IoU table of a "
+                    "checkpoint on a split with labels (val; the test split has none).")
+    parser.add_argument("-m", "--model", help="expected model name (checked against the checkpoint)")
+    parser.add_argument("--checkpoint", required=True, help="a last.pt or best.pt")
+    parser.add_argument("--data", help="prepared or official root (default: the checkpoint's)")
+    parser.add_argument("--split", default="val", choices=layout.SPLITS)
+    parser.add_argument("--size", type=_size, metavar="WxH",
+                        help="resize images and labels to this size (default: the training size)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=0)
+    parser.set_defaults(run=_run_test)
+
+
+def _run_test(args) -> int:
+    from segkit.training import test
+
+    test(args.checkpoint, model=args.model, data=args.data, split=args.split, size=args.size,
+         batch_size=args.batch_size, device=args.device, num_workers=args.workers)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``segkit`` argument parser with all sub-commands."""
+    parser = argparse.ArgumentParser(prog="segkit", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_synth, _add_prepare, _add_train, _add_test, _add_bench):
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; bad input ends with a one-line reason and exit status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (DataError, KeyError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"segkit {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
+        return 2

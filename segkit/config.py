@@ -1,0 +1,128 @@
+"""One training configuration, and the named profiles that scale it to the machine at hand.
+
+``TrainConfig`` holds every knob of ``segkit.engine.fit`` with its default from the original study's
+Table 1 (Adam, lr 1e-3, weight decay 1e-5, batch 8). Notebooks use ``dataclasses.replace(cfg, …)``;
+the command line is built from the same fields; ``asdict(cfg)`` goes into every checkpoint.
+
+Profiles (``ci``, ``cpu``, ``gpu``) choose data size, resolution and epochs so that one notebook runs
+in minutes on two CPU cores for CI, gives a real result on a laptop CPU, or follows the original study
+on a GPU. Pick one by argument or with the ``SEGKIT_PROFILE`` environment variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from segkit.io import parse_size
+
+SCHEDULERS = ("none", "poly", "cosine", "step")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+AMP_MODES = ("auto", "off", "fp16", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the model and the data loaders."""
+
+    model: str = "my_fcn"  # registry name (segkit.models.list_models())
+    model_options: dict[str, Any] = field(default_factory=dict)  # keyword options of build_model
+    data: str | None = None  # prepared or official root; None: the synthetic default set
+    size: tuple[int, int] = (512, 256)  # training crop (width, height)
+    epochs: int = 500  # the original study trained 500 epochs
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    optimizer: str = "adam"  # adam | adamw | sgd (momentum 0.9)
+    scheduler: str = "none"  # none | poly | cosine | step (lr decays per iteration)
+    warmup_iters: int = 0  # linear warm-up iterations before the scheduler
+    poly_power: float = 0.9
+    step_epochs: int = 30  # step scheduler: decay every so many epochs
+    step_gamma: float = 0.1
+    loss: str = "ce"  # ce | focal
+    gamma: float = 2.0  # focal loss focusing parameter
+    class_weights: bool = False  # weight classes by the training label histogram
+    amp: str = "auto"  # auto (CUDA: fp16/bf16; CPU: off) | off | fp16 | bf16
+    channels_last: bool = False
+    accumulate: int = 1  # gradient accumulation steps per optimizer step
+    grad_clip: float | None = None  # max gradient norm, None = no clipping
+    num_workers: int = 2
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    seed: int = 0
+    deterministic: bool = True  # seeded, deterministic algorithms where they exist
+    max_iters: int | None = None  # cap on training iterations per epoch (quick runs)
+    max_val_batches: int | None = None  # cap on validation batches (quick runs)
+    val_every: int = 1  # validate every so many epochs
+    out: str = "checkpoints"  # folder for last.pt / best.pt (never inside the package)
+    log_dir: str | None = None  # TensorBoard folder; None = no TensorBoard
+    label_scheme: str = "cityscapes19"  # or "original20" (the original study's 20 classes)
+    oom: str = "fail"  # on CUDA out-of-memory: fail (with advice) | retry (halve the batch)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, str):
+            self.size = parse_size(self.size)
+        self.size = tuple(self.size)
+        for name, value, choices in (("scheduler", self.scheduler, SCHEDULERS),
+                                     ("optimizer", self.optimizer, OPTIMIZERS),
+                                     ("amp", self.amp, AMP_MODES),
+                                     ("oom", self.oom, ("fail", "retry")),
+                                     ("loss", self.loss, ("ce", "focal"))):
+            if value not in choices:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        if self.accumulate < 1 or self.batch_size < 1 or self.epochs < 1:
+            raise ValueError("epochs, batch_size and accumulate must be at least 1")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes``; unknown keys raise ``TypeError`` naming them."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from plain data (a checkpoint's config), rejecting unknown keys."""
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise KeyError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How strongly to run: data to generate and the training settings per model."""
+
+    name: str
+    synth_size: tuple[int, int]  # synthetic frames are generated at this size
+    synth_frames: int  # frames per split
+    train: dict[str, Any]  # TrainConfig overrides for every model
+    per_model: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra overrides per model
+
+
+PROFILES = {
+    "ci": Profile("ci", synth_size=(256, 128), synth_frames=8,
+                  train={"size": (128, 64), "epochs": 2, "batch_size": 4, "num_workers": 0,
+                         "max_val_batches": 2},
+                  per_model={"deeplabv3plus": {"model_options": {"backbone": "resnet50"}}}),
+    "cpu": Profile("cpu", synth_size=(512, 256), synth_frames=48,
+                   train={"size": (256, 128), "epochs": 12, "batch_size": 8, "num_workers": 2,
+                          "scheduler": "poly", "warmup_iters": 10}),
+    "gpu": Profile("gpu", synth_size=(2048, 1024), synth_frames=200,
+                   train={"size": (1024, 512), "epochs": 100, "batch_size": 8, "num_workers": 8,
+                          "scheduler": "poly", "warmup_iters": 100, "amp": "auto",
+                          "channels_last": True}),
+}
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile ``name``, else ``$SEGKIT_PROFILE``, else ``cpu``."""
+    name = name or os.environ.get("SEGKIT_PROFILE") or "cpu"
+    if name not in PROFILES:
+        raise KeyError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def profile_config(model: str, profile: str | None = None, **changes: Any) -> TrainConfig:
+    """The ``TrainConfig`` of ``model`` under a profile, with ``changes`` applied last."""
+    chosen = get_profile(profile)
+    values = {**chosen.train, **chosen.per_model.get(model, {}), **changes}
+    return TrainConfig(model=model, **values)

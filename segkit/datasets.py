@@ -1,0 +1,204 @@
+"""``CityscapesSegmentation``: (image, mask) pairs over a prepared or official Cityscapes root.
+
+Three layouts are recognised, so the same class serves the synthetic set, the real download and the
+original study's folders:
+
+* prepared (``segkit prepare``): ``gtFine/{split}/{city}/*_gtFine_labelTrainIds.png`` beside the
+  images: trainIds are read as they are (fast: no conversion, small files);
+* official (extracted zips or ``segkit synth``): ``*_gtFine_labelIds.png``, converted to trainIds
+  through the label table on the fly;
+* flat (the original study's ``small_dataset/{train,valid}/`` with images and labelIds side by side).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+
+from segkit import labels, layout
+from segkit.io import DataError, decode_image
+
+FLAT_SPLITS = {"train": "train", "val": "valid", "test": "test"}
+
+
+class CityscapesSegmentation(Dataset):
+    """Cityscapes frames as ``(tv_tensors.Image uint8 (3, H, W), tv_tensors.Mask int64 (H, W))``.
+
+    Args:
+        root: a prepared, official or flat (``small_dataset``) root.
+        split: "train", "val" or "test".
+        transforms: called as ``transforms(image, mask)``; e.g. a ``segkit.transforms`` preset.
+        label_scheme: "cityscapes19" (19 classes, 255 = ignore) or "original20" (0 = unlabelled).
+        cities: keep only these cities (default: all found).
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "train",
+                 transforms: Callable | None = None, label_scheme: str = "cityscapes19",
+                 cities: list[str] | None = None):
+        self.root, self.split, self.transforms = Path(root), split, transforms
+        self.label_scheme = label_scheme
+        if split not in layout.SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(layout.SPLITS)}")
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: dataset root does not exist")
+        self.layout, self.images, self.labels, self.label_kind = _find_frames(self.root, split)
+        if cities is not None:
+            keep = [i for i, path in enumerate(self.images) if _city(path) in cities]
+            self.images = [self.images[i] for i in keep]
+            self.labels = [self.labels[i] for i in keep]
+        if not self.images:
+            raise DataError(f"{self.root}: no {split} frames found"
+                            + (f" for cities {cities}" if cities is not None else ""))
+        self._lut = torch.from_numpy(self._label_lut())
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        image, mask = self.load(index)
+        if self.transforms is not None:
+            image, mask = self.transforms(image, mask)
+        return image, mask
+
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        """The untransformed frame ``index``: uint8 image (3, H, W) and int64 class mask (H, W)."""
+        image = _read(self.images[index], "RGB")  # (H, W, 3)
+        raw = _read(self.labels[index], None)  # (H, W)
+        if raw.ndim != 2:
+            raise DataError(f"{self.labels[index]}: a label map must have one channel, "
+                            f"got shape {tuple(raw.shape)}")
+        if raw.shape != image.shape[:2]:
+            raise DataError(f"{self.labels[index]}: label size {tuple(raw.shape[::-1])} differs "
+                            f"from its image size {tuple(image.shape[1::-1])}")
+        if self.label_kind == "labelIds" and int(raw.max()) > max(labels.VALID_LABEL_IDS):
+            raise DataError(f"{self.labels[index]}: label id {int(raw.max())} is not in the "
+                            "Cityscapes label table")
+        mask = self._lut[raw.long()].long()
+        return tv_tensors.Image(image.permute(2, 0, 1)), tv_tensors.Mask(mask)
+
+    @property
+    def cities(self) -> list[str]:
+        """The cities of this split, sorted."""
+        return sorted(self.counts())
+
+    def counts(self) -> dict[str, int]:
+        """Number of frames per city."""
+        return dict(sorted(Counter(_city(path) for path in self.images).items()))
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the label scheme (19, or 20 with "unlabelled")."""
+        return labels.num_classes(self.label_scheme)
+
+    def _label_lut(self) -> np.ndarray:
+        """A 256-entry table turning the stored label values into the scheme's class indices."""
+        if self.label_kind == "labelIds":
+            return labels.id_to_train_id_lut(self.label_scheme)
+        lut = np.arange(256, dtype=np.uint8)
+        if self.label_scheme == "original20":
+            lut = np.where(lut < labels.NUM_CLASSES, lut + 1, 0).astype(np.uint8)
+        else:
+            labels.num_classes(self.label_scheme)  # rejects unknown schemes
+        return lut
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+                f"frames={len(self)}, layout={self.layout!r}, labels={self.label_kind!r})")
+
+
+def _find_frames(root: Path, split: str) -> tuple[str, list[Path], list[Path], str]:
+    """Locate the images and labels of ``split``: (layout name, images, labels, label kind)."""
+    if (root / layout.IMAGE_DIR).is_dir() or (root / layout.LABEL_DIR).is_dir():
+        images = sorted((root / layout.IMAGE_DIR / split).glob(f"*/*{layout.IMAGE_SUFFIX}"))
+        label_dir = root / layout.LABEL_DIR / split
+        name = "official"
+    elif (root / FLAT_SPLITS[split]).is_dir():
+        images = sorted((root / FLAT_SPLITS[split]).glob(f"*{layout.IMAGE_SUFFIX}"))
+        label_dir = root / FLAT_SPLITS[split]
+        name = "flat"
+    else:
+        raise DataError(f"{root}: not a Cityscapes root (no leftImg8bit/ and gtFine/ folders, "
+                        f"nor the flat {FLAT_SPLITS[split]}/ folder)")
+
+    def label_of(image: Path, suffix: str) -> Path:
+        stem = image.name[: -len(layout.IMAGE_SUFFIX)]
+        city_dir = label_dir / _city(image) if name == "official" else label_dir
+        return city_dir / (stem + suffix)
+
+    for kind, suffix in (("trainIds", layout.TRAIN_IDS_SUFFIX), ("labelIds", layout.LABEL_IDS_SUFFIX)):
+        found = [label_of(image, suffix) for image in images]
+        if all(path.is_file() for path in found):
+            return ("prepared" if kind == "trainIds" else name), images, found, kind
+    image = next(i for i in images if not label_of(i, layout.LABEL_IDS_SUFFIX).is_file())
+    raise DataError(f"{image}: image without its label "
+                    f"{label_of(image, layout.LABEL_IDS_SUFFIX).name} in {label_dir}")
+
+
+def _city(image_path: Path) -> str:
+    """The city of a frame, from its official file name ``{city}_{seq}_{frame}_…``."""
+    return image_path.name.rsplit("_", 3)[0]
+
+
+def _read(path: Path, mode: str | None) -> torch.Tensor:
+    """Read and decode an image file (``mode`` e.g. "RGB"), naming the file on failure."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror})") from error
+    return torch.from_numpy(decode_image(data, str(path), mode=mode))
+
+
+def data_dir() -> Path:
+    """Where generated and prepared data live: ``$SEGKIT_DATA``, else ``./data``."""
+    return Path(os.environ.get("SEGKIT_DATA", "data"))
+
+
+def ensure_synthetic(profile, root: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """The prepared synthetic set of ``profile`` (a ``segkit.config.Profile``); made when missing.
+
+    Generates ``profile.synth_frames`` frames per split at ``profile.synth_size`` into
+    ``root/raw`` and prepares them into ``root/prepared`` (default root:
+    ``data_dir()/synthetic-{profile.name}``), saying so, and returns the prepared root.
+    """
+    from segkit.prepare import MANIFEST, prepare
+    from segkit.synthetic import generate
+
+    root = Path(root) if root is not None else data_dir() / f"synthetic-{profile.name}"
+    prepared = root / "prepared"
+    if (prepared / MANIFEST).is_file():
+        return prepared
+    width, height = profile.synth_size
+    print(f"No dataset given: generating the synthetic Cityscapes set ({profile.synth_frames} frames "
+          f"per split at {width}x{height}, profile {profile.name!r}) into {root}", flush=True)
+    generate(root / "raw", size=profile.synth_size, frames=profile.synth_frames, progress=progress)
+    prepare(root / "raw", prepared, subset="full", progress=progress)
+    return prepared
+
+
+def build_loaders(root: str | os.PathLike, config) -> tuple[DataLoader, DataLoader]:
+    """Training and validation loaders of ``root`` for a ``segkit.config.TrainConfig``.
+
+    Training samples get ``train_transforms(size=config.size)`` and are shuffled; validation
+    samples are resized to ``config.size`` (labels nearest), a quick whole-image score.
+    """
+    from segkit.transforms import eval_transforms, train_transforms
+
+    train_set = CityscapesSegmentation(root, "train", train_transforms(size=config.size),
+                                       label_scheme=config.label_scheme)
+    val_set = CityscapesSegmentation(root, "val", eval_transforms(size=config.size),
+                                     label_scheme=config.label_scheme)
+    pin = torch.cuda.is_available()
+    # a last batch of one image would break batch norm in DeepLab's image-pooling branch
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True,
+                              num_workers=config.num_workers, pin_memory=pin,
+                              drop_last=len(train_set) % config.batch_size == 1)
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False,
+                            num_workers=config.num_workers, pin_memory=pin)
+    return train_loader, val_loader

@@ -1,0 +1,338 @@
+"""Prepare a training copy of Cityscapes from the official zips or extracted folders.
+
+Preparation selects splits and cities, checks every frame (image and label present, decodable,
+same size, label ids from the official table), converts labelIds to trainIds and writes a copy in
+the official layout, optionally resized to a training resolution::
+
+    OUT/leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png
+    OUT/gtFine/{split}/{city}/{stem}_gtFine_labelIds.png        (official ids, resized nearest)
+    OUT/gtFine/{split}/{city}/{stem}_gtFine_labelTrainIds.png   (trainIds, 255 = ignore)
+    OUT/manifest.json                                           (source, options, counts, checksums)
+
+Members are read straight from the zips (nothing else is extracted). Every file is written under a
+temporary name and renamed; a journal records finished frames, so an interrupted run resumes where
+it stopped and a repeated run does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import stat
+import time
+import zipfile
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from segkit import __version__, labels, layout
+from segkit.io import (
+    DataError,
+    claim_output_dir,
+    decode_image,
+    read_label_png,
+    sha256,
+    write_bytes,
+    write_json,
+    write_png,
+)
+
+MARKER = "prepare.json"
+JOURNAL = "prepare.journal"
+MANIFEST = "manifest.json"
+RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "area": Image.Resampling.BOX}
+
+_MEMBER = re.compile(
+    r"^(?P<top>leftImg8bit|gtFine)/(?P<split>train|val|test)/(?P<city>[a-z_]+)/"
+    r"(?P<stem>(?P=city)_\d{6}_\d{6})_(?P<kind>leftImg8bit|gtFine_labelIds)\.png$"
+)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame of the source: where its image and label files are (member names or paths)."""
+
+    split: str
+    city: str
+    stem: str
+    image: str
+    label: str
+
+
+class Source:
+    """The official data as two zips or as an extracted root; opened lazily, safe to pickle."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).resolve()
+        if not self.path.exists():
+            raise DataError(f"{path}: source does not exist")
+        zips = [self.path / layout.IMAGES_ZIP, self.path / layout.LABELS_ZIP]
+        folders = [self.path / layout.IMAGE_DIR, self.path / layout.LABEL_DIR]
+        if any(p.is_file() for p in zips):
+            missing = [p.name for p in zips if not p.is_file()]
+            if missing:
+                raise DataError(f"{self.path}: found one official zip but not {missing[0]}")
+            self.kind, self._zip_paths = "zip", zips
+        elif all(p.is_dir() for p in folders):
+            self.kind, self._zip_paths = "folder", []
+        else:
+            raise DataError(f"{self.path}: holds neither the official zips ({layout.IMAGES_ZIP}, "
+                            f"{layout.LABELS_ZIP}) nor extracted leftImg8bit/ and gtFine/ folders")
+        self._open: dict[str, zipfile.ZipFile] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_open": {}}  # zip handles stay in the process that opened them
+
+    def describe(self) -> dict:
+        """Plain data saying where the frames come from, for the manifest."""
+        return {"kind": self.kind, "path": str(self.path)}
+
+    def frames(self) -> list[Frame]:
+        """Every frame found, paired image + label; unpaired files are an error."""
+        found: dict[tuple[str, str, str], dict[str, str]] = defaultdict(dict)
+        for name in self._names():
+            match = _MEMBER.match(name)
+            if match:
+                key = (match["split"], match["city"], match["stem"])
+                found[key][match["kind"]] = name
+        if not found:
+            raise DataError(f"{self.path}: no Cityscapes frames found "
+                            f"(expected leftImg8bit/{{split}}/{{city}}/*{layout.IMAGE_SUFFIX})")
+        unpaired = sorted(next(iter(files.values())) for files in found.values() if len(files) < 2)
+        if unpaired:
+            shown = ", ".join(unpaired[:3]) + (f" and {len(unpaired) - 3} more" * (len(unpaired) > 3))
+            raise DataError(f"{self.path}: image without label or label without image: {shown}")
+        return [Frame(split, city, stem, files["leftImg8bit"], files["gtFine_labelIds"])
+                for (split, city, stem), files in sorted(found.items())]
+
+    def read(self, name: str) -> bytes:
+        """The bytes of one member or file, with errors that name the zip and member."""
+        if self.kind == "folder":
+            try:
+                return (self.path / name).read_bytes()
+            except OSError as error:
+                raise DataError(f"{self.path / name}: cannot read ({error.strerror})") from error
+        archive = self._zip(layout.IMAGES_ZIP if name.startswith(layout.IMAGE_DIR)
+                            else layout.LABELS_ZIP)
+        try:
+            return archive.read(name)
+        except (zipfile.BadZipFile, OSError, EOFError) as error:
+            raise DataError(f"{archive.filename}: member {name} is corrupt ({error})") from error
+
+    def _names(self) -> Iterable[str]:
+        if self.kind == "zip":
+            for zip_path in self._zip_paths:
+                yield from self._zip(zip_path.name).namelist()
+            return
+        for top in (layout.IMAGE_DIR, layout.LABEL_DIR):
+            for path in sorted((self.path / top).rglob("*.png")):
+                yield path.relative_to(self.path).as_posix()
+
+    def _zip(self, name: str) -> zipfile.ZipFile:
+        if name not in self._open:
+            self._open[name] = open_zip(self.path / name)
+        return self._open[name]
+
+
+def open_zip(path: Path) -> zipfile.ZipFile:
+    """Open an official zip, refusing corrupt archives and members that could escape a folder."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DataError(f"{path}: not a readable zip file, truncated or corrupt ({error})") from error
+    for info in archive.infolist():
+        member = PurePosixPath(info.filename.replace("\\", "/"))
+        if member.is_absolute() or ".." in member.parts or re.match(r"^[A-Za-z]:", info.filename):
+            raise DataError(f"{path}: unsafe member path {info.filename!r} (absolute or '..')")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise DataError(f"{path}: member {info.filename!r} is a symbolic link; refusing it")
+    return archive
+
+
+def select_frames(frames: Sequence[Frame], selection: Mapping[str, Sequence[str] | None]
+                  ) -> list[Frame]:
+    """Keep the frames of the selected splits and cities (``None`` = every city of that split).
+
+    Raises ``DataError`` when a requested split or city is not in the source.
+    """
+    available: dict[str, set[str]] = defaultdict(set)
+    for frame in frames:
+        available[frame.split].add(frame.city)
+    wanted: set[tuple[str, str]] = set()
+    for split, cities in selection.items():
+        if split not in layout.SPLITS:
+            raise DataError(f"unknown split {split!r}; choose from {', '.join(layout.SPLITS)}")
+        if cities is None:
+            wanted |= {(split, city) for city in available[split]}
+            continue
+        for city in cities:
+            if city not in available[split]:
+                found = ", ".join(sorted(available[split])) or "none"
+                raise DataError(f"city {city!r} not found in split {split!r} of the source "
+                                f"(cities there: {found})")
+            wanted.add((split, city))
+    return [f for f in frames if (f.split, f.city) in wanted]
+
+
+def resolve_selection(subset: str | None = "small",
+                      select: Mapping[str, Sequence[str] | None] | None = None
+                      ) -> dict[str, list[str] | None]:
+    """The split -> cities mapping from a preset name or an explicit mapping (which wins)."""
+    if select:
+        return {split: None if cities is None else list(cities) for split, cities in select.items()}
+    if subset not in layout.SUBSETS:
+        raise KeyError(f"unknown subset {subset!r}; choose one of {', '.join(layout.SUBSETS)}")
+    return {split: None if c is None else list(c) for split, c in layout.SUBSETS[subset].items()}
+
+
+def prepare(source: str | os.PathLike, out: str | os.PathLike, *, subset: str | None = "small",
+            select: Mapping[str, Sequence[str] | None] | None = None,
+            size: tuple[int, int] | None = None, resample: str = "bilinear", workers: int = 0,
+            progress: bool = True) -> dict:
+    """Prepare the selected frames of ``source`` into ``out``; return the manifest.
+
+    Args:
+        source: folder with the two official zips, or an extracted root (leftImg8bit/, gtFine/).
+        out: output folder; must be new or empty, or hold an earlier run with the same options.
+        subset: preset name ("small": train hamburg + val frankfurt; "full": every city).
+        select: explicit ``{split: [cities] or None}``, overriding ``subset``.
+        size: ``(width, height)`` to resize to (images ``resample``, labels nearest); None keeps.
+        resample: image filter when resizing: "bilinear" or "area".
+        workers: processes converting frames in parallel (0 = in this process).
+    """
+    if resample not in RESAMPLING:
+        raise KeyError(f"unknown resample {resample!r}; choose one of {', '.join(RESAMPLING)}")
+    src = Source(source)
+    selection = resolve_selection(subset, select)
+    frames = select_frames(src.frames(), selection)
+    out = Path(out)
+    options = {"source": src.describe(), "selection": selection,
+               "size": list(size) if size else None, "resample": resample}
+    claim_output_dir(out, MARKER, options)
+    done = _read_journal(out / JOURNAL, out)
+    todo = [f for f in frames if f.stem not in done]
+    started = time.perf_counter()
+    with _frame_results(src, out, size, resample, todo, workers) as results, \
+            open(out / JOURNAL, "a") as journal:
+        for record in tqdm(results, total=len(todo), desc="prepare", unit="frame",
+                           disable=not progress):
+            journal.write(json.dumps(record) + "\n")
+            journal.flush()
+            done[record["stem"]] = record
+    seconds = time.perf_counter() - started
+    manifest = _manifest(options, [done[f.stem] for f in frames])
+    write_json(out / MANIFEST, manifest)
+    return {**manifest, "prepared_now": len(todo), "seconds": seconds}
+
+
+class _frame_results:
+    """Context manager yielding one journal record per converted frame, in order of completion."""
+
+    def __init__(self, src: Source, out: Path, size, resample: str, frames: list[Frame],
+                 workers: int):
+        self.args = [(src, out, size, resample, frame) for frame in frames]
+        self.pool = multiprocessing.Pool(workers) if workers > 1 and len(frames) > 1 else None
+
+    def __enter__(self) -> Iterable[dict]:
+        if self.pool is None:
+            return (_convert_frame(args) for args in self.args)
+        return self.pool.imap_unordered(_convert_frame, self.args, chunksize=4)
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+def _convert_frame(args) -> dict:
+    """Check, convert and write one frame; return its journal record."""
+    src, out, size, resample, frame = args
+    image_bytes, label_bytes = src.read(frame.image), src.read(frame.label)
+    image_name, label_name = _where(src, frame.image), _where(src, frame.label)
+    image = decode_image(image_bytes, image_name, mode="RGB")
+    label_ids = read_label_png(label_bytes, label_name)
+    if image.shape[:2] != label_ids.shape:
+        raise DataError(f"{label_name}: label size {label_ids.shape[::-1]} differs from its image "
+                        f"{image_name} size {image.shape[1::-1]}")
+    histogram = np.bincount(label_ids.ravel(), minlength=256)
+    unknown = sorted(set(np.flatnonzero(histogram).tolist()) - labels.VALID_LABEL_IDS)
+    if unknown:
+        raise DataError(f"{label_name}: label ids {unknown} are not in the Cityscapes label table")
+    if size is not None and tuple(size) != image.shape[1::-1]:
+        image = np.asarray(Image.fromarray(image).resize(tuple(size), RESAMPLING[resample]))
+        label_ids = np.asarray(Image.fromarray(label_ids).resize(tuple(size),
+                                                                 Image.Resampling.NEAREST))
+        image_bytes = label_bytes = None  # re-encode what was resized
+    train_ids = labels.id_to_train_id_lut()[label_ids]
+    outputs = {
+        layout.image_path(out, frame.split, frame.city, frame.stem): (image_bytes, image, 3),
+        layout.label_path(out, frame.split, frame.city, frame.stem): (label_bytes, label_ids, 6),
+        layout.label_path(out, frame.split, frame.city, frame.stem, layout.TRAIN_IDS_SUFFIX):
+            (None, train_ids, 6),
+    }
+    files = {path.relative_to(out).as_posix(): _write_file(path, *spec)
+             for path, spec in outputs.items()}
+    pixels = np.bincount(train_ids.ravel(), minlength=256)
+    return {**asdict(frame), "files": files,
+            "class_pixels": [*pixels[:labels.NUM_CLASSES].tolist(),
+                             int(pixels[labels.IGNORE_INDEX])]}
+
+
+def _write_file(path: Path, data: bytes | None, array: np.ndarray, compress_level: int) -> str:
+    """Write the source bytes when unchanged, else encode ``array``; return the file's digest."""
+    if data is not None:
+        write_bytes(path, data)
+        return sha256(data)
+    return sha256(write_png(path, array, compress_level=compress_level))
+
+
+def _where(src: Source, name: str) -> str:
+    """How an error message names a member or file of the source."""
+    if src.kind == "folder":
+        return str(src.path / name)
+    zip_name = layout.IMAGES_ZIP if name.startswith(layout.IMAGE_DIR) else layout.LABELS_ZIP
+    return f"{src.path / zip_name}:{name}"
+
+
+def _read_journal(path: Path, out: Path) -> dict[str, dict]:
+    """Records of frames an earlier run finished whose files are all still there."""
+    if not path.exists():
+        return {}
+    done = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by an interruption: that frame is simply redone
+        if all((out / name).is_file() for name in record["files"]):
+            done[record["stem"]] = record
+    return done
+
+
+def _manifest(options: dict, records: list[dict]) -> dict:
+    """The manifest: source, options, counts per split and city, class pixels, file checksums."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    class_pixels: dict[str, np.ndarray] = {}
+    files: dict[str, str] = {}
+    for record in records:
+        counts[record["split"]][record["city"]] += 1
+        pixels = np.asarray(record["class_pixels"], dtype=np.int64)
+        class_pixels[record["split"]] = class_pixels.get(record["split"], 0) + pixels
+        files.update(record["files"])
+    return {
+        "format": "segkit-prepared/1",
+        "segkit_version": __version__,
+        "source": options["source"],
+        "options": {k: v for k, v in options.items() if k != "source"},
+        "counts": {split: dict(sorted(c.items())) for split, c in sorted(counts.items())},
+        "class_names": [*labels.CLASS_NAMES, "ignore"],
+        "class_pixels": {split: p.tolist() for split, p in sorted(class_pixels.items())},
+        "files": dict(sorted(files.items())),
+    }

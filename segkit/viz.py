@@ -1,0 +1,576 @@
+"""Figures for the notebooks: samples, the label table, class balance, augmentations, curves, scores.
+
+Every figure function returns a ``matplotlib.figure.Figure`` (end the cell with ``plt.show()``).
+Label maps are always drawn pixel for pixel (``interpolation="nearest"``) in the official Cityscapes
+colours, with void / ignore (255) in black and listed separately, never as a class. The pure-numpy
+helpers (``as_rgb``, ``overlay``, ``boundaries``, ``error_map``) also serve ``segkit.widgets``.
+``LivePlot`` is the training callback that redraws loss and validation scores in place.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from segkit.engine import Callback, FitState
+from segkit.labels import (
+    CLASS_NAMES,
+    CLASSES,
+    IGNORE_INDEX,
+    class_names,
+    colorize,
+    id_to_train_id_lut,
+    palette,
+)
+from segkit.metrics import per_image_iou
+
+PANEL_INCHES = 3.2  # width of one picture in a grid
+VOID_COLOUR = (0.0, 0.0, 0.0)  # how ignore (255) is drawn, as in the palette
+ERROR_COLOUR = np.array([230, 25, 25], dtype=np.float32)
+
+
+def set_style(dpi: int = 100) -> None:
+    """The course's plot defaults: seaborn's white-grid theme, ``dpi``, label maps drawn unblurred."""
+    sns.set_theme(context="notebook", style="whitegrid")
+    plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "image.interpolation": "nearest",
+                         "figure.max_open_warning": 50})
+
+
+# --- pure numpy pictures (shared with segkit.widgets) --------------------------------------------
+
+def as_rgb(image: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A picture as (H, W, 3) uint8: accepts (H, W, 3) or (3, H, W), uint8 or float in [0, 1]."""
+    array = image.numpy(force=True) if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
+        array = array.transpose(1, 2, 0)  # (3, H, W) -> (H, W, 3)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise ValueError(f"expected an RGB image (H, W, 3) or (3, H, W), got shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def as_labels(mask: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A class map as an (H, W) int64 array."""
+    array = mask.numpy(force=True) if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if array.ndim != 2:
+        raise ValueError(f"expected a class map (H, W), got shape {array.shape}")
+    return array.astype(np.int64, copy=False)
+
+
+def real_classes(scheme: str = "cityscapes19") -> range:
+    """The class indices of ``scheme`` that are real classes (not the original's "unlabelled")."""
+    first = int(scheme == "original20")  # class 0 of the original scheme pools the void ids
+    return range(first, len(class_names(scheme)))
+
+
+def void_pixels(mask: np.ndarray, scheme: str = "cityscapes19") -> np.ndarray:
+    """(H, W) bool: pixels that belong to no class (ignore, out of range, or "unlabelled")."""
+    classes = real_classes(scheme)
+    return (mask < classes.start) | (mask >= classes.stop)
+
+
+def overlay(image: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor, alpha: float = 0.5,
+            scheme: str = "cityscapes19") -> np.ndarray:
+    """Class colours blended over the image: (H, W, 3) uint8; void pixels keep the image."""
+    rgb, mask = as_rgb(image).astype(np.float32), as_labels(mask)
+    blended = (1 - alpha) * rgb + alpha * colorize(mask, scheme)
+    return np.where(void_pixels(mask, scheme)[..., None], rgb, blended).round().astype(np.uint8)
+
+
+def boundaries(mask: np.ndarray | torch.Tensor) -> np.ndarray:
+    """(H, W) bool: pixels whose right, left, upper or lower neighbour has another label."""
+    mask = as_labels(mask)
+    edge = np.zeros(mask.shape, dtype=bool)
+    across = mask[:, 1:] != mask[:, :-1]  # (H, W - 1): pairs of horizontal neighbours that differ
+    edge[:, 1:] |= across
+    edge[:, :-1] |= across
+    down = mask[1:] != mask[:-1]  # (H - 1, W)
+    edge[1:] |= down
+    edge[:-1] |= down
+    return edge
+
+
+def dimmed(image: np.ndarray | torch.Tensor, level: float = 0.45) -> np.ndarray:
+    """A dark grey version of the image, (H, W, 3) float32, as a background for highlights."""
+    grey = as_rgb(image).astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.repeat(level * grey[..., None], 3, axis=-1)
+
+
+def error_map(image: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor,
+              pred: np.ndarray | torch.Tensor, *, focus: int | None = None,
+              scheme: str = "cityscapes19") -> np.ndarray:
+    """Wrong pixels in red on the dimmed image: (H, W, 3) uint8; void pixels are never errors.
+
+    With ``focus`` = a class index, only that class's errors (missed or wrongly predicted) are red.
+    """
+    target, pred = as_labels(target), as_labels(pred)
+    wrong = (pred != target) & ~void_pixels(target, scheme)
+    if focus is not None:
+        wrong &= (target == focus) | (pred == focus)
+    return np.where(wrong[..., None], ERROR_COLOUR, dimmed(image)).round().astype(np.uint8)
+
+
+def image_scores(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor,
+                 num_classes: int) -> tuple[float, float]:
+    """(mIoU, pixel accuracy) of one image; NaN when it has no labelled pixel."""
+    pred, target = torch.as_tensor(as_labels(pred)), torch.as_tensor(as_labels(target))
+    valid = (target >= 0) & (target < num_classes) & (target != IGNORE_INDEX)
+    acc = (pred[valid] == target[valid]).double().mean().item() if valid.any() else math.nan
+    return per_image_iou(pred, target, num_classes=num_classes), acc
+
+
+# --- small figure helpers ----------------------------------------------------------------------------
+
+def _picture_grid(rows: int, cols: int, aspect: float, extra: float = 0.0) -> tuple[Figure, np.ndarray]:
+    """A figure of rows x cols picture panels of height/width ``aspect``; axes (rows, cols)."""
+    size = (cols * PANEL_INCHES, rows * (PANEL_INCHES * aspect + 0.35) + extra)
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False, layout="constrained")
+    return fig, axes
+
+
+def short_name(path_or_name: str | Path) -> str:
+    """A frame's name without folders and the ``_leftImg8bit.png`` suffix, for titles."""
+    return Path(path_or_name).name.removesuffix(".png").removesuffix("_leftImg8bit")
+
+
+def _show(ax: Axes, picture: np.ndarray, title: str = "") -> None:
+    """Draw a picture pixel for pixel, without ticks or grid."""
+    ax.imshow(picture, interpolation="nearest")
+    ax.set_title(title, fontsize="medium")
+    ax.axis("off")
+
+
+def _class_legend(fig: Figure, masks: Iterable[np.ndarray], scheme: str) -> None:
+    """A legend below the figure: the official colour of each class present, then void."""
+    names = class_names(scheme)
+    present = np.zeros(256, dtype=bool)
+    void = False
+    for mask in masks:
+        present[np.unique(np.clip(mask, 0, 255))] = True
+        void |= bool(void_pixels(mask, scheme).any())
+    colours = palette(scheme) / 255
+    handles = [Patch(facecolor=colours[k], edgecolor="0.3", label=names[k])
+               for k in real_classes(scheme) if present[k]]
+    if void:
+        handles.append(Patch(facecolor=VOID_COLOUR, edgecolor="0.3", label="void (ignored)"))
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 7),
+                   frameon=False, fontsize="small")
+
+
+def _loader(dataset):
+    """``dataset.load`` (the untransformed frame) where there is one, else ``dataset[i]``."""
+    return dataset.load if hasattr(dataset, "load") else dataset.__getitem__
+
+
+def _model_colours(names: Sequence[str]) -> dict[str, Any]:
+    """One seaborn colour per model, in order, the same in every figure."""
+    return dict(zip(names, sns.color_palette(n_colors=max(len(names), 1)), strict=False))
+
+
+# --- Figure 1: samples -------------------------------------------------------------------------------
+
+def sample_grid(dataset, indices: Sequence[int], *, scheme: str | None = None,
+                alpha: float = 0.5) -> Figure:
+    """One row per frame: image, colour label, overlay and class boundaries (white on the dim image).
+
+    Args:
+        dataset: a ``CityscapesSegmentation`` (or anything with ``load(i)`` or ``[i]`` giving
+            image (3, H, W) and mask (H, W)).
+        indices: the frames to show.
+        scheme: label scheme for the colours; default the dataset's.
+        alpha: label opacity in the overlay column.
+    """
+    scheme = scheme or getattr(dataset, "label_scheme", "cityscapes19")
+    load = _loader(dataset)
+    frames = [load(i) for i in indices]
+    images, masks = [as_rgb(f[0]) for f in frames], [as_labels(f[1]) for f in frames]
+    fig, axes = _picture_grid(len(frames), 4, images[0].shape[0] / images[0].shape[1], extra=0.6)
+    paths = getattr(dataset, "images", None)
+    for row, (index, image, mask) in enumerate(zip(indices, images, masks, strict=True)):
+        edges = np.where(boundaries(mask)[..., None], 255.0, dimmed(image)).astype(np.uint8)
+        name = short_name(paths[index]) if paths is not None else f"#{index}"
+        panels = [(image, name), (colorize(mask, scheme), "label"),
+                  (overlay(image, mask, alpha, scheme), "overlay"), (edges, "class boundaries")]
+        for ax, (picture, title) in zip(axes[row], panels, strict=True):
+            _show(ax, picture, title)
+    _class_legend(fig, masks, scheme)
+    return fig
+
+
+# --- the label table ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LabelTable:
+    """The Cityscapes label table: shows as HTML with colour swatches in a notebook, text elsewhere.
+
+    ``rows`` holds ``(label id, name, category, class index or None when ignored, (r, g, b))``.
+    """
+
+    scheme: str
+    rows: tuple[tuple[int, str, str, int | None, tuple[int, int, int]], ...]
+
+    HEADER = ("id", "name", "category", "class", "colour")
+    NOTE = "ignored labels (class '-') are void: drawn black in class maps, left out of every score"
+
+    def _cells(self) -> list[tuple[str, ...]]:
+        return [(str(i), name, category, "-" if index is None else str(index),
+                 "#" + "".join(f"{v:02x}" for v in rgb)) for i, name, category, index, rgb in self.rows]
+
+    def __str__(self) -> str:
+        cells = [self.HEADER, *self._cells()]
+        widths = [max(len(row[k]) for row in cells) for k in range(len(self.HEADER))]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                 for row in cells]
+        return "\n".join([f"Cityscapes labels, scheme {self.scheme!r}", *lines, self.NOTE])
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{h}</th>" for h in self.HEADER)
+        body = []
+        for (i, name, category, index, colour), (*_, hex_colour) in zip(self.rows, self._cells(),
+                                                                       strict=True):
+            swatch = (f'<span style="display:inline-block;width:2.5em;height:1em;background:'
+                      f'rgb{colour};border:1px solid #555"></span> <code>{hex_colour}</code>')
+            style = ' style="color:#888"' if index is None else ""
+            body.append(f"<tr{style}><td>{i}</td><td>{html.escape(name)}</td><td>{category}</td>"
+                        f"<td>{'-' if index is None else index}</td><td>{swatch}</td></tr>")
+        return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+                f"<p><small>{self.NOTE}</small></p>")
+
+
+def label_table(scheme: str = "cityscapes19") -> LabelTable:
+    """The official label table (35 rows) with each label's class index under ``scheme``."""
+    lut = id_to_train_id_lut(scheme)
+    rows = []
+    for c in CLASSES:
+        index = int(lut[c.id]) if c.id >= 0 else IGNORE_INDEX
+        void = index == IGNORE_INDEX or (scheme == "original20" and index == 0)
+        rows.append((c.id, c.name, c.category, None if void else index, tuple(c.color)))
+    return LabelTable(scheme, tuple(rows))
+
+
+# --- Figure 2: class balance -------------------------------------------------------------------------
+
+def class_pixels(dataset, num_classes: int | None = None) -> np.ndarray:
+    """Pixels per class over a dataset's (untransformed) masks: (C + 1,) int64, the last one void.
+
+    Use it when no prepared manifest (``manifest.json``'s ``class_pixels``) is at hand.
+    """
+    num_classes = num_classes or getattr(dataset, "num_classes", len(class_names()))
+    load = _loader(dataset)
+    counts = np.zeros(num_classes + 1, dtype=np.int64)
+    for i in range(len(dataset)):
+        mask = as_labels(load(i)[1])
+        inside = np.where((mask >= 0) & (mask < num_classes), mask, num_classes)  # void -> last bin
+        counts += np.bincount(inside.ravel(), minlength=num_classes + 1)
+    return counts
+
+
+def _share_label(percent: float) -> str:
+    """A bar's percentage with about two significant digits; exactly 0 for an absent class."""
+    if percent == 0:
+        return "0"
+    return f"{percent:.0f}" if percent >= 10 else f"{percent:.1f}" if percent >= 1 else f"{percent:.2f}"
+
+
+def class_distribution(pixels_per_split: Mapping[str, Sequence[int] | np.ndarray], *,
+                       scheme: str = "cityscapes19", log: bool = False) -> Figure:
+    """Share of pixels per class, one row per split, bars in the official colours.
+
+    Args:
+        pixels_per_split: split -> (C + 1,) pixel counts, the C classes then void (ignore), as in
+            the manifest's ``class_pixels`` or from ``class_pixels(dataset)``.
+        scheme: the label scheme the counts are in.
+        log: a logarithmic share axis, to read the rare classes.
+
+    Shares are of all pixels, void included, which gets its own bar to the right of the classes.
+    Axes come in pairs per split: (classes, void).
+    """
+    names = list(class_names(scheme))
+    colours = {name: tuple(palette(scheme)[k] / 255) for k, name in enumerate(names)}
+    splits = list(pixels_per_split)
+    fig, axes = plt.subplots(len(splits), 2, figsize=(13, 3.4 * len(splits)), squeeze=False,
+                             sharey="row", layout="constrained", gridspec_kw={"width_ratios": [19, 1.4]})
+    for (ax, ax_void), split in zip(axes, splits, strict=True):
+        counts = np.asarray(pixels_per_split[split], dtype=np.float64)
+        if counts.shape != (len(names) + 1,):
+            raise ValueError(f"{split}: expected {len(names) + 1} counts ({len(names)} classes, then "
+                             f"void), got shape {counts.shape}")
+        shares = 100 * counts / max(counts.sum(), 1)
+        sns.barplot(x=names, y=shares[:-1], hue=names, palette=colours, legend=False, saturation=1,
+                    edgecolor="0.25", linewidth=0.6, ax=ax)
+        sns.barplot(x=["void"], y=shares[-1:], color=VOID_COLOUR, saturation=1, ax=ax_void)
+        for axis in (ax, ax_void):
+            for bars in axis.containers:  # seaborn makes one container per hue level
+                axis.bar_label(bars, labels=[_share_label(s) for s in bars.datavalues], fontsize=7,
+                               padding=1)
+        ax.set_title(f"{split}: {counts.sum() / 1e6:,.1f} M pixels", loc="left", fontsize="medium")
+        ax.set_ylabel("share of pixels (%)")
+        ax.tick_params(axis="x", labelrotation=45)
+        plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
+        ax_void.set_title("ignored", fontsize="small")
+        if log:
+            ax.set_yscale("log")
+    fig.suptitle("Cityscapes is imbalanced: share of pixels per class")
+    return fig
+
+
+# --- Figure 3: augmentations -------------------------------------------------------------------------
+
+def augmentation_grid(image: torch.Tensor, mask: torch.Tensor, demos: Mapping[str, Any], *,
+                      seed: int = 0, scheme: str = "cityscapes19") -> Figure:
+    """Columns: the original, then each demo transform; rows: image and colour mask.
+
+    Args:
+        image, mask: uint8 (3, H, W) and class map (H, W), e.g. from ``dataset.load(i)``.
+        demos: name -> ``torchvision.transforms.v2`` transform on (image, mask), e.g.
+            ``segkit.transforms.demo_transforms()``.
+        seed: each demo draws its random parameters from this seed (the global RNG is restored).
+    """
+    from torchvision import tv_tensors
+
+    source = (tv_tensors.Image(torch.as_tensor(as_rgb(image)).permute(2, 0, 1)),
+              tv_tensors.Mask(torch.as_tensor(as_labels(mask))))
+    results = {"original": source}
+    for name, transform in demos.items():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            results[name] = transform(*source)
+    fig, axes = _picture_grid(2, len(results), image.shape[-2] / image.shape[-1])
+    for col, (name, (out_image, out_mask)) in enumerate(results.items()):
+        height, width = out_mask.shape[-2:]
+        _show(axes[0, col], as_rgb(out_image), f"{name}\n{width}×{height}")
+        _show(axes[1, col], colorize(out_mask, scheme))
+    return fig
+
+
+# --- Figure 5: training curves and predictions ------------------------------------------------------
+
+def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """(epochs, values) of the history rows that hold a finite ``key``."""
+    points = [(row["epoch"], row[key]) for row in rows
+              if key in row and row[key] is not None and math.isfinite(row[key])]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _plot_history(axes: Sequence[Axes], histories: Mapping[str, Sequence[Mapping[str, Any]]],
+                  keys: Sequence[str]) -> None:
+    """One line per model and key, ``keys[k]`` on ``axes[k]``; markers when epochs are few."""
+    colours = _model_colours(list(histories))
+    for ax, key in zip(axes, keys, strict=True):
+        for name, rows in histories.items():
+            epochs, values = _series(rows, key)
+            ax.plot(epochs, values, label=name, color=colours[name],
+                    marker="o" if len(epochs) <= 30 else None, markersize=4)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(_METRIC_LABELS.get(key, key))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+_METRIC_LABELS = {"train_loss": "training loss", "val_miou": "validation mIoU",
+                  "val_pixel_acc": "validation global acc", "val_mean_acc": "validation mean acc"}
+
+
+def training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], *,
+                    keys: Sequence[str] = ("train_loss", "val_miou")) -> Figure:
+    """Training loss and validation mIoU per epoch, one line per model, one axes per metric.
+
+    Args:
+        histories: model name -> ``state.history`` (or a checkpoint's ``"history"``).
+        keys: the history columns to plot, one axes each.
+    """
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 3.8), squeeze=False,
+                             layout="constrained")
+    _plot_history(axes[0], histories, keys)
+    for ax in axes[0]:
+        ax.legend(fontsize="small")
+    return fig
+
+
+def predictions_grid(images: Sequence, targets: Sequence, predictions: Mapping[str, Sequence], *,
+                     names: Sequence[str] | None = None, scheme: str = "cityscapes19") -> Figure:
+    """One row per sample: image, ground truth, then each model's prediction with its image mIoU.
+
+    Args:
+        images: uint8 pictures (H, W, 3) or (3, H, W), e.g. ``denormalize(x)`` of normalised ones.
+        targets: class maps (H, W).
+        predictions: model name -> one class map per image (e.g. ``segkit.engine.predict``).
+        names: a title for each image (file names); default its position.
+    """
+    num_classes = len(class_names(scheme))
+    images, targets = [as_rgb(x) for x in images], [as_labels(t) for t in targets]
+    fig, axes = _picture_grid(len(images), 2 + len(predictions),
+                              images[0].shape[0] / images[0].shape[1], extra=0.6)
+    shown = list(targets)
+    for row, (image, target) in enumerate(zip(images, targets, strict=True)):
+        _show(axes[row, 0], image, short_name(names[row]) if names is not None else f"image {row}")
+        _show(axes[row, 1], colorize(target, scheme), "ground truth")
+        for col, (model, maps) in enumerate(predictions.items(), start=2):
+            pred = as_labels(maps[row])
+            miou, _ = image_scores(pred, target, num_classes)
+            _show(axes[row, col], colorize(pred, scheme), f"{model} · mIoU {100 * miou:.1f}%")
+            shown.append(pred)
+    _class_legend(fig, shown, scheme)
+    return fig
+
+
+# --- evaluation figures --------------------------------------------------------------------------------
+
+def normalize_confusion(mat: np.ndarray | torch.Tensor, normalize: str | None = "true") -> np.ndarray:
+    """A confusion matrix ``mat[target, pred]`` (C, C) as float64, normalised.
+
+    ``normalize``: "true" (each ground-truth row sums to 1: recall), "pred" (columns: precision),
+    "all" (the whole matrix) or None (counts). Empty rows / columns become NaN.
+    """
+    mat = getattr(mat, "mat", mat)  # a segkit.metrics.ConfusionMatrix works too
+    mat = np.asarray(mat.numpy(force=True) if isinstance(mat, torch.Tensor) else mat, dtype=np.float64)
+    totals = {"true": lambda: mat.sum(1, keepdims=True), "pred": lambda: mat.sum(0, keepdims=True),
+              "all": lambda: mat.sum(), None: lambda: 1.0}
+    if normalize not in totals:
+        raise ValueError(f"normalize={normalize!r}: choose 'true', 'pred', 'all' or None")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return mat / totals[normalize]()
+
+
+def confusion_matrix(mat: np.ndarray | torch.Tensor, class_names: Sequence[str] = CLASS_NAMES, *,
+                     normalize: str | None = "true") -> Figure:
+    """A heatmap of ``mat[target, pred]`` (C, C), row-normalised by default (recall per class).
+
+    Cells of at least 1 % are annotated in percent; classes absent from the ground truth are blank.
+    """
+    values = normalize_confusion(mat, normalize)
+    names = list(class_names)
+    if len(names) != len(values):
+        raise ValueError(f"{len(names)} class names for a {len(values)}-class matrix")
+    scale = 100 if normalize else 1
+    annot = np.where(values >= 0.01, np.char.mod("%.0f", np.nan_to_num(values * scale)), "")
+    fig, ax = plt.subplots(figsize=(0.45 * len(names) + 3, 0.42 * len(names) + 1.5),
+                           layout="constrained")
+    sns.heatmap(values * scale, ax=ax, cmap="Blues", vmin=0, vmax=scale if normalize else None,
+                square=True, annot=annot, fmt="", annot_kws={"fontsize": 6},
+                xticklabels=names, yticklabels=names, linewidths=0.3, linecolor="0.9",
+                cbar_kws={"label": "%" if normalize else "pixels", "shrink": 0.7})
+    ax.grid(False)  # the theme's grid would cross the blank (NaN) rows
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title({"true": "recall: each ground-truth row sums to 100 %",
+                  "pred": "precision: each predicted column sums to 100 %",
+                  "all": "share of all pixels", None: "pixel counts"}[normalize], fontsize="medium")
+    return fig
+
+
+def per_class_iou(ious: Mapping[str, Sequence[float] | torch.Tensor],
+                  class_names: Sequence[str] = CLASS_NAMES) -> Figure:
+    """Grouped bars of per-class IoU, one colour per model; NaN (class absent) gets no bar.
+
+    Args:
+        ious: model name -> C IoUs in [0, 1] (``ConfusionMatrix.compute()["iou"]`` or a history
+            row's ``val_iou``).
+        class_names: the C class names; default the 19 Cityscapes classes.
+    """
+    names = list(class_names)
+    data: dict[str, list] = {"class": [], "IoU": [], "model": []}
+    legend = {}  # model -> its legend entry, with its mIoU
+    for model, values in ious.items():
+        values = [float(v) for v in (values.tolist() if isinstance(values, torch.Tensor) else values)]
+        finite = [v for v in values if math.isfinite(v)]
+        legend[model] = f"{model} (mIoU {100 * np.mean(finite):.1f}%)" if finite else model
+        for name, value in zip(names, values, strict=True):
+            if math.isfinite(value):
+                data["class"].append(name)
+                data["IoU"].append(value)
+                data["model"].append(legend[model])
+    fig, ax = plt.subplots(figsize=(max(10, 0.35 * len(names) * max(len(ious), 1) + 2), 4),
+                           layout="constrained")
+    sns.barplot(data=data, x="class", y="IoU", hue="model", order=names, hue_order=list(legend.values()),
+                palette=dict(zip(legend.values(), _model_colours(list(ious)).values(), strict=True)),
+                errorbar=None, ax=ax)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("")
+    ax.tick_params(axis="x", labelrotation=45)
+    plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
+    ax.legend(title="no bar: class absent (IoU undefined)", fontsize="small", title_fontsize="small")
+    return fig
+
+
+# --- live training plot -----------------------------------------------------------------------------
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (where inline figures can be displayed and updated)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+class LivePlot(Callback):
+    """Redraw training loss and validation mIoU / global acc after every epoch, in place.
+
+    In a notebook the picture is displayed once and then updated through its display handle, so a
+    run leaves one picture, not one per epoch. It is sent as a PNG, which works under any
+    matplotlib backend. Elsewhere the figure is still drawn (``self.fig``) but never shown. It
+    prints nothing. Pass ``LivePlot()`` in ``fit``'s callbacks.
+    """
+
+    def __init__(self, *, figsize: tuple[float, float] = (10, 3.5)):
+        self.figsize = figsize
+        self.fig: Figure | None = None
+        self.handle = None
+
+    def on_epoch_end(self, state: FitState) -> None:
+        if self.fig is None:
+            # not through pyplot: the inline backend must not show it again at the end of the cell
+            self.fig = Figure(figsize=self.figsize, layout="constrained")
+            self.fig.subplots(1, 2)
+        self._draw(state)
+        if _in_notebook():
+            from IPython.display import Image, display
+
+            buffer = io.BytesIO()
+            self.fig.savefig(buffer, format="png")
+            picture = Image(data=buffer.getvalue(), format="png")
+            if self.handle is None:
+                self.handle = display(picture, display_id=True)
+            else:
+                self.handle.update(picture)
+
+    def _draw(self, state: FitState) -> None:
+        loss_ax, score_ax = self.fig.axes
+        for ax in (loss_ax, score_ax):
+            ax.clear()
+        _plot_history([loss_ax], {"training loss": state.history}, ["train_loss"])
+        for key, colour in (("val_miou", "C1"), ("val_pixel_acc", "C2")):
+            epochs, values = _series(state.history, key)
+            score_ax.plot(epochs, values, marker="o", markersize=4, color=colour,
+                          label=_METRIC_LABELS[key].removeprefix("validation "))
+        score_ax.set(xlabel="epoch", ylabel="validation", ylim=(0, 1))
+        score_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if any(len(line.get_xdata()) for line in score_ax.lines):
+            score_ax.legend(fontsize="small", loc="lower right")
+        epoch = state.history[-1]["epoch"] if state.history else 0
+        total = getattr(getattr(state, "config", None), "epochs", None)
+        self.fig.suptitle(f"epoch {epoch}" + (f"/{total}" if total else ""), fontsize="medium")
+
+    def on_fit_end(self, state: FitState) -> None:
+        if self.fig is not None:
+            plt.close(self.fig)
+        self.fig, self.handle = None, None

@@ -1,0 +1,92 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from segkit.cli import build_parser, main
+from segkit.engine import load_checkpoint
+
+
+@pytest.mark.parametrize("command", [[], ["synth"], ["prepare"], ["train"], ["test"], ["bench"],
+                                     ["bench", "data"], ["bench", "train"]])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: segkit" in capsys.readouterr().out
+
+
+def test_synth_then_prepare(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "raw"), "--size", "128x64", "--frames", "2",
+                 "--cities", "train=hamburg,bremen", "val=frankfurt", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["counts"]["train"] == {"bremen": 1, "hamburg": 1}
+    assert main(["prepare", "--source", str(tmp_path / "raw"), "--out", str(tmp_path / "ready"),
+                 "--select", "train=bremen", "--quiet"]) == 0
+    assert "prepared 1 frames" in capsys.readouterr().out
+
+
+def test_bad_sizes_and_selections_are_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["synth", "--size", "wide"])
+    assert exit_info.value.code == 2
+    assert "WIDTHxHEIGHT" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "--out", "unused", "--cities", "everywhere", "--quiet"])
+    assert exit_info.value.code == 2
+    assert "expected SPLIT=CITY" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """``segkit train`` on a fresh folder: it must make the synthetic set itself."""
+    work = tmp_path_factory.mktemp("work")
+    result = subprocess.run(
+        [sys.executable, "-m", "segkit.train", "-m", "my_fcn", "--profile", "ci", "--quiet"],
+        cwd=work, capture_output=True, text=True, timeout=600)
+    return work, result
+
+
+def test_original_train_command_trains_on_synthetic_data(trained):
+    work, result = trained
+    assert result.returncode == 0, result.stderr
+    assert "generating the synthetic Cityscapes set" in result.stdout
+    assert "epoch   2/2" in result.stdout and "mIoU" in result.stdout
+    checkpoint = load_checkpoint(work / "checkpoints" / "my_fcn" / "last.pt")
+    assert checkpoint["epoch"] == 2
+    assert list((work / "runs" / "my_fcn").glob("events.out.tfevents.*"))
+
+
+def test_train_refuses_to_overwrite_and_resumes(trained, capsys, monkeypatch):
+    work, _ = trained
+    monkeypatch.chdir(work)
+    assert main(["train", "-m", "my_fcn", "--profile", "ci", "--quiet"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", "-m", "my_fcn", "--profile", "ci", "--quiet", "-c", "-n", "3"]) == 0
+    assert "epoch   3/3" in capsys.readouterr().out
+    assert load_checkpoint(work / "checkpoints" / "my_fcn" / "last.pt")["epoch"] == 3
+
+
+def test_test_command_prints_the_table(trained, capsys):
+    work, _ = trained
+    checkpoint = work / "checkpoints" / "my_fcn" / "last.pt"
+    data = work / "data" / "synthetic-ci" / "prepared"
+    assert main(["test", "-m", "my_fcn", "--checkpoint", str(checkpoint), "--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    for line in ("global acc", "mean acc", "mIoU", "traffic sign", "bicycle"):
+        assert line in out
+    assert main(["test", "-m", "unet", "--checkpoint", str(checkpoint), "--data", str(data)]) == 2
+    assert "holds a my_fcn model, not unet" in capsys.readouterr().err
+    assert main(["test", "--checkpoint", str(checkpoint), "--data", str(data),
+                 "--split", "test"]) == 2
+    assert "test split has no public labels" in capsys.readouterr().err
+
+
+def test_bench_data_prints_json_figures(tmp_path, capsys):
+    assert main(["bench", "data", "--frames", "2", "--raw-size", "256x128", "--size", "64x32",
+                 "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("prepared_samples_per_s", "raw_samples_per_s", "speedup", "synth_frames_per_s",
+                "prepare_frames_per_s"):
+        assert figures[key] > 0

@@ -1,0 +1,265 @@
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+
+from segkit import engine
+from segkit.callbacks import Checkpointer
+from segkit.config import TrainConfig
+from segkit.engine import Callback, evaluate, fit, load_checkpoint, model_from_checkpoint
+from segkit.io import DataError
+from segkit.models import build_model
+from segkit.transforms import eval_transforms, train_transforms
+
+
+class BlockScenes(Dataset):
+    """Tiny scenes: class blocks painted in class-dependent colours, with real v2 transforms."""
+
+    def __init__(self, count=8, transforms=None, ignore_all=False, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        coarse = torch.randint(0, 4, (count, 4, 8), generator=gen)
+        self.masks = coarse.repeat_interleave(8, 1).repeat_interleave(8, 2)  # (count, 32, 64)
+        if ignore_all:
+            self.masks[:] = 255
+        colours = torch.tensor([[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 40]])
+        self.images = colours[self.masks.clamp(max=3)].permute(0, 3, 1, 2).to(torch.uint8)
+        self.transforms = transforms
+
+    def __len__(self):
+        return len(self.masks)
+
+    def load(self, index):
+        return tv_tensors.Image(self.images[index]), tv_tensors.Mask(self.masks[index])
+
+    def __getitem__(self, index):
+        return self.transforms(*self.load(index))
+
+
+def loaders(batch_size=4, shuffle=True):
+    train = BlockScenes(transforms=train_transforms(size=(64, 32), scale=(0.75, 1.25)))
+    val = BlockScenes(count=4, transforms=eval_transforms(), seed=1)
+    return (DataLoader(train, batch_size=batch_size, shuffle=shuffle),
+            DataLoader(val, batch_size=4))
+
+
+def config(**changes):
+    values = {"model": "my_fcn", "epochs": 2, "batch_size": 4, "size": (64, 32), "num_workers": 0,
+              "scheduler": "poly", "warmup_iters": 1, "lr": 3e-3}
+    return TrainConfig(**{**values, **changes})
+
+
+def small_fcn():
+    return build_model("my_fcn")
+
+
+class StopAfter(Callback):
+    """Simulates an interrupted run: stops after ``epochs`` epochs."""
+
+    def __init__(self, epochs):
+        self.epochs = epochs
+
+    def on_epoch_end(self, state):
+        if state.epoch == self.epochs:
+            state.stop = "interrupted"
+
+
+def test_fit_trains_validates_and_checkpoints(tmp_path):
+    train_loader, val_loader = loaders()
+    torch.manual_seed(0)
+    model = small_fcn()
+    state = fit(model, train_loader, val_loader, config(epochs=3), [Checkpointer(tmp_path)])
+    assert [row["epoch"] for row in state.history] == [1, 2, 3]
+    assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
+    assert all(0 <= row["val_miou"] <= 1 for row in state.history)
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert checkpoint["epoch"] == 3 and checkpoint["model_name"] == "my_fcn"
+    assert checkpoint["config"]["lr"] == 3e-3 and len(checkpoint["history"]) == 3
+    assert set(checkpoint) >= {"state_dict", "optimizer", "scheduler", "scaler", "rng", "metrics"}
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["metrics"]["val_miou"] == max(row["val_miou"] for row in state.history)
+    rebuilt, _ = model_from_checkpoint(tmp_path / "last.pt")
+    images = next(iter(val_loader))[0]
+    with torch.inference_mode():
+        assert torch.equal(rebuilt(images), model.eval()(images))
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    torch.manual_seed(0)
+    straight = fit(small_fcn(), *loaders(), config(epochs=3), [Checkpointer(tmp_path / "a")])
+
+    torch.manual_seed(0)
+    fit(small_fcn(), *loaders(), config(epochs=3), [Checkpointer(tmp_path / "b"), StopAfter(1)])
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    torch.manual_seed(123)  # a fresh process: other initial weights, other random state
+    resumed = fit(small_fcn(), *loaders(), config(epochs=3), [Checkpointer(tmp_path / "b")],
+                  resume=tmp_path / "b" / "last.pt")
+
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    def scores(history):  # as JSON text, so that NaN (a class never seen) compares equal
+        drop = ("train_seconds", "val_seconds")
+        return json.dumps([{k: v for k, v in row.items() if k not in drop} for row in history])
+
+    assert scores(straight.history) == scores(resumed.history)
+
+
+class NaNAfter(nn.Module):
+    """Wraps a model and returns NaN logits from its ``calls``-th training call on."""
+
+    def __init__(self, model, calls):
+        super().__init__()
+        self.model, self.calls, self.seen = model, calls, 0
+        self.segkit_name, self.segkit_options = model.segkit_name, model.segkit_options
+
+    def forward(self, x):
+        out = self.model(x)
+        if self.training:
+            self.seen += 1
+            if self.seen >= self.calls:
+                return out * math.nan
+        return out
+
+
+def test_nan_loss_stops_cleanly_keeping_the_last_good_checkpoint(tmp_path):
+    train_loader, val_loader = loaders()
+    model = NaNAfter(small_fcn(), calls=len(train_loader) + 1)  # first batch of epoch 2
+    state = fit(model, train_loader, val_loader, config(epochs=4), [Checkpointer(tmp_path)])
+    assert state.stop is not None and "nan" in state.stop and "epoch 2" in state.stop
+    assert len(state.history) == 1
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert checkpoint["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values()
+               if t.is_floating_point())
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    train_loader, val_loader = loaders()
+    state = fit(small_fcn(), train_loader, val_loader, config(epochs=1), [Checkpointer(tmp_path)])
+    before = (tmp_path / "last.pt").read_bytes()
+
+    def crash(obj, path):
+        with open(path, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        engine.save_checkpoint(tmp_path / "last.pt", state)
+    assert (tmp_path / "last.pt").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
+class Payload:
+    """An arbitrary object: weights_only loading must refuse to unpickle it."""
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    torch.save({"format": engine.CHECKPOINT_FORMAT, "evil": Payload()}, tmp_path / "bad.pt")
+    with pytest.raises(DataError, match="bad.pt: not a readable segkit checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(DataError, match="foreign.pt: not a segkit checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(DataError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoints_never_go_into_the_package():
+    import segkit
+
+    with pytest.raises(ValueError, match="never written into the segkit package"):
+        Checkpointer(segkit.__path__[0] + "/runs")
+
+
+def test_a_split_without_labels_is_refused():
+    loader = DataLoader(BlockScenes(count=4, transforms=eval_transforms(), ignore_all=True),
+                        batch_size=2)
+    with pytest.raises(DataError, match="test split has no public labels"):
+        evaluate(small_fcn(), loader)
+
+
+class TinyNet(nn.Module):
+    """No batch norm, so that gradient accumulation must equal one large batch exactly."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 19, 1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_gradient_accumulation_matches_a_larger_batch():
+    data = BlockScenes(transforms=eval_transforms())
+    one = fit(TinyNet(), DataLoader(data, batch_size=4), None,
+              config(epochs=1, batch_size=4, optimizer="sgd", scheduler="none", warmup_iters=0))
+    two = fit(TinyNet(), DataLoader(data, batch_size=2), None,
+              config(epochs=1, batch_size=2, accumulate=2, optimizer="sgd", scheduler="none",
+                     warmup_iters=0))
+    assert one.step == two.step == 2
+    for a, b in zip(one.model.parameters(), two.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+class OutOfMemoryAbove(TinyNet):
+    """Raises CUDA's out-of-memory error for batches larger than ``limit``."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = limit
+
+    def forward(self, x):
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(x)
+
+
+def test_out_of_memory_advises_or_retries_smaller(capsys):
+    data = DataLoader(BlockScenes(transforms=eval_transforms()), batch_size=4)
+    with pytest.raises(RuntimeError, match="smaller --batch-size.*--oom retry"):
+        fit(OutOfMemoryAbove(1), data, None, config(epochs=1))
+    state = fit(OutOfMemoryAbove(1), data, None, config(epochs=1, oom="retry"))
+    assert state.step == 2 and math.isfinite(state.history[0]["train_loss"])
+    assert "retrying in 4" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("scheduler", "check"), [
+    ("poly", lambda lrs: lrs[0] < lrs[1] > lrs[2] > lrs[3] > lrs[4] > lrs[5] and lrs[-1] < 0.3 * lrs[1]),
+    ("cosine", lambda lrs: lrs[-1] < 0.1 * max(lrs) and lrs[2] > lrs[-2]),
+    ("step", lambda lrs: lrs[4] == pytest.approx(0.1 * lrs[2])),
+    ("none", lambda lrs: len(set(lrs[1:])) == 1),
+])
+def test_schedulers(scheduler, check):
+    model = TinyNet()
+    cfg = config(epochs=3, scheduler=scheduler, warmup_iters=1, step_epochs=1)
+    optimizer = engine.build_optimizer(model, cfg)
+    schedule = engine.build_scheduler(optimizer, cfg, steps_per_epoch=2)
+    lrs = []
+    for _ in range(6):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert check(lrs), lrs
+
+
+def test_bf16_autocast_on_cpu_trains():
+    train_loader, val_loader = loaders()
+    state = fit(small_fcn(), train_loader, val_loader, config(epochs=1, amp="bf16"))
+    assert math.isfinite(state.history[0]["train_loss"])
+    assert engine.autocast_dtype("auto", torch.device("cpu")) is None
+    assert engine.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+
+
+def test_class_weights_favour_rare_classes():
+    data = BlockScenes(transforms=eval_transforms())
+    data.masks[:, :8] = 3  # make class 3 common
+    weights = engine.dataset_class_weights(data, 19)
+    counts = torch.bincount(data.masks.flatten(), minlength=19)
+    assert weights[3] == weights[:4].min()
+    assert (weights[counts == 0] == 0).all()

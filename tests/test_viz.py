@@ -1,0 +1,280 @@
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from torchvision.transforms import v2
+
+from segkit import labels, viz
+
+H, W = 32, 64
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def sample(seed=0):
+    """A random image (H, W, 3) and a mask of vertical class stripes with an ignored corner."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    mask = np.repeat((np.arange(W) // 8 + seed) % 19, H).reshape(W, H).T.copy()
+    mask[:8, :8] = labels.IGNORE_INDEX
+    return image, mask
+
+
+class FakeDataset:
+    """What ``CityscapesSegmentation`` offers the figures: ``load``, ``images``, ``label_scheme``."""
+
+    label_scheme = "cityscapes19"
+    num_classes = 19
+
+    def __init__(self, count=3):
+        self.samples = [sample(i) for i in range(count)]
+        self.images = [Path(f"city/city_000000_{i:06d}_leftImg8bit.png") for i in range(count)]
+
+    def __len__(self):
+        return len(self.samples)
+
+    def load(self, index):
+        image, mask = self.samples[index]
+        return torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(mask)
+
+
+# --- pure pictures ---------------------------------------------------------------------------------
+
+def test_overlay_blends_labelled_pixels_and_keeps_void():
+    image = np.full((H, W, 3), 100, dtype=np.uint8)
+    mask = np.full((H, W), labels.IGNORE_INDEX)
+    mask[:, : W // 2] = 0  # road (128, 64, 128)
+    out = viz.overlay(image, mask, alpha=0.5)
+    assert out.dtype == np.uint8 and out.shape == (H, W, 3)
+    assert (out[:, : W // 2] == [114, 82, 114]).all()
+    assert (out[:, W // 2:] == image[:, W // 2:]).all()
+    assert (viz.overlay(image, mask, alpha=1.0)[:, : W // 2] == [128, 64, 128]).all()
+
+
+def test_overlay_accepts_chw_tensors_and_original_scheme_void():
+    image, mask = sample()
+    chw = torch.from_numpy(image).permute(2, 0, 1)
+    assert (viz.overlay(chw, torch.from_numpy(mask)) == viz.overlay(image, mask)).all()
+    original = np.where(mask == labels.IGNORE_INDEX, 0, mask + 1)  # class 0 = "unlabelled"
+    out = viz.overlay(image, original, alpha=1.0, scheme="original20")
+    assert (out[:8, :8] == image[:8, :8]).all()
+    assert (out[8:, :8] == labels.palette("original20")[original[8:, :8]]).all()
+
+
+def test_boundaries_of_a_hand_built_mask():
+    mask = np.array([[0, 0, 1, 1, 1],
+                     [0, 0, 1, 1, 1],
+                     [2, 2, 2, 1, 1],
+                     [2, 2, 2, 1, 1]])
+    expected = np.array([[0, 1, 1, 0, 0],
+                         [1, 1, 1, 0, 0],
+                         [1, 1, 1, 1, 0],
+                         [0, 0, 1, 1, 0]], dtype=bool)
+    assert (viz.boundaries(mask) == expected).all()
+    assert (viz.boundaries(torch.from_numpy(mask)) == expected).all()
+    assert not viz.boundaries(np.zeros((4, 5), dtype=np.int64)).any()
+
+
+def test_error_map_marks_wrong_labelled_pixels_only():
+    image, target = sample()
+    pred = target.copy()
+    pred[:, 8:16] = 5  # wrong on a labelled stripe (class 1)
+    pred[:8, :8] = 3  # differs where the target is ignored: not an error
+    out = viz.error_map(image, target, pred)
+    red = (out == viz.ERROR_COLOUR.astype(np.uint8)).all(-1)
+    assert red[:, 8:16].all() and red.sum() == H * 8
+    focused = viz.error_map(image, target, pred, focus=2)  # class 2 is neither missed nor predicted
+    assert not (focused == viz.ERROR_COLOUR.astype(np.uint8)).all(-1).any()
+
+
+def test_image_scores_known_values():
+    target = np.zeros((H, W), dtype=np.int64)
+    target[:, W // 2:] = 1
+    pred = np.zeros_like(target)
+    miou, acc = viz.image_scores(pred, target, 19)
+    assert miou == pytest.approx((0.5 + 0.0) / 2) and acc == pytest.approx(0.5)
+    assert all(math.isnan(v) for v in viz.image_scores(pred, np.full_like(target, 255), 19))
+
+
+# --- figures ---------------------------------------------------------------------------------------
+
+def test_sample_grid_rows_of_four_panels_and_a_legend():
+    dataset = FakeDataset()
+    fig = viz.sample_grid(dataset, [0, 2])
+    assert len(fig.axes) == 8 and all(len(ax.images) == 1 for ax in fig.axes)
+    assert fig.axes[0].get_title() == "city_000000_000000"
+    label = fig.axes[1].images[0].get_array()
+    assert (label == labels.colorize(dataset.samples[0][1])).all()
+    edges = fig.axes[3].images[0].get_array()
+    assert ((edges == 255).all(-1) == viz.boundaries(dataset.samples[0][1])).all()
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[-1] == "void (ignored)" and "road" in legend and "sidewalk" in legend
+    assert len(legend) == len({*np.unique(dataset.samples[0][1]), *np.unique(dataset.samples[2][1])})
+
+
+def test_label_table_text_and_html():
+    table = viz.label_table()
+    text = str(table)
+    assert len(text.splitlines()) == 2 + len(labels.CLASSES) + 1
+    road = next(line for line in text.splitlines() if line.startswith("7 "))
+    assert road.split()[1:] == ["road", "flat", "0", "#804080"]
+    assert "rgb(128, 64, 128)" in table._repr_html_()
+    assert sum(row[3] is not None for row in table.rows) == 19
+    original = viz.label_table("original20")
+    assert next(row for row in original.rows if row[1] == "road")[3] == 1
+
+
+def test_class_distribution_bars_per_split_with_void():
+    counts = {"train": np.r_[np.arange(1, 20) * 10, 100], "val": np.r_[np.ones(19), 81]}
+    fig = viz.class_distribution(counts)
+    assert len(fig.axes) == 4
+    classes, void = fig.axes[0], fig.axes[1]
+    heights = [bar.get_height() for bars in classes.containers for bar in bars]
+    assert len(heights) == 19 and sum(len(bars) for bars in fig.axes[2].containers) == 19
+    assert heights == pytest.approx(100 * np.arange(1, 20) * 10 / counts["train"].sum())
+    assert [bar.get_height() for bars in void.containers for bar in bars] == pytest.approx(
+        [100 * 100 / counts["train"].sum()])
+    assert [bar.get_height() for bars in fig.axes[3].containers for bar in bars] == pytest.approx([81])
+    colours = np.array([bar.get_facecolor()[:3] for bars in classes.containers for bar in bars])
+    assert np.allclose(colours * 255, labels.palette()[:19])
+    with pytest.raises(ValueError, match="20 counts"):
+        viz.class_distribution({"train": np.ones(19)})
+
+
+def test_class_pixels_counts_masks_with_void_last():
+    dataset = FakeDataset(2)
+    counts = viz.class_pixels(dataset)
+    masks = np.stack([m for _, m in dataset.samples])
+    assert counts.shape == (20,) and counts.sum() == masks.size
+    assert counts[-1] == (masks == 255).sum() == 2 * 64
+    assert counts[1] == (masks == 1).sum() > 0
+
+
+def test_augmentation_grid_masks_stay_nearest_and_seeded():
+    image, mask = sample()
+    mask = np.where(np.arange(W) % 2, mask, 11)  # 1-pixel stripes: any blending would show
+    demos = {"resize": v2.Resize((21, 43)), "crop": v2.RandomCrop((16, 32))}
+    fig = viz.augmentation_grid(torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(mask), demos)
+    axes = np.array(fig.axes).reshape(2, 3)
+    assert [ax.get_title().split("\n")[0] for ax in axes[0]] == ["original", "resize", "crop"]
+    resized = axes[1, 1].images[0].get_array()
+    assert resized.shape == (21, 43, 3)
+    source_colours = {tuple(labels.palette()[k]) for k in np.unique(mask)}
+    assert {tuple(c) for c in resized.reshape(-1, 3).tolist()} <= source_colours
+    again = viz.augmentation_grid(image, mask, demos)
+    assert (np.array(again.axes).reshape(2, 3)[1, 2].images[0].get_array()
+            == axes[1, 2].images[0].get_array()).all()
+
+
+def history(offset, epochs=4, skip_val=()):
+    rows = []
+    for epoch in range(1, epochs + 1):
+        row = {"epoch": epoch, "train_loss": 1 / (epoch + offset), "train_seconds": 1.0}
+        if epoch not in skip_val:
+            row.update(val_miou=0.1 * epoch + offset, val_pixel_acc=0.5, val_mean_acc=0.3)
+        rows.append(row)
+    return rows
+
+
+def test_training_curves_one_line_per_model_per_axis():
+    fig = viz.training_curves({"unet": history(0), "my_fcn": history(1, skip_val={2})})
+    loss_ax, miou_ax = fig.axes
+    assert len(loss_ax.lines) == 2 and len(miou_ax.lines) == 2
+    assert list(miou_ax.lines[1].get_xdata()) == [1, 3, 4]
+    assert list(loss_ax.lines[0].get_ydata()) == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4])
+    assert [t.get_text() for t in miou_ax.get_legend().get_texts()] == ["unet", "my_fcn"]
+
+
+def test_confusion_matrix_rows_normalised():
+    mat = torch.tensor([[8, 2, 0], [1, 1, 2], [0, 0, 0]])
+    values = viz.normalize_confusion(mat)
+    assert values[:2].sum(1) == pytest.approx([1, 1]) and np.isnan(values[2]).all()
+    assert viz.normalize_confusion(mat, "pred")[:, 0] == pytest.approx([8 / 9, 1 / 9, 0])
+    fig = viz.confusion_matrix(mat, ["a", "b", "c"])
+    shown = np.ma.filled(fig.axes[0].collections[0].get_array(), np.nan).reshape(3, 3)
+    assert shown[:2].sum(1) == pytest.approx([100, 100]) and np.isnan(shown[2]).all()
+    with pytest.raises(ValueError):
+        viz.confusion_matrix(mat, ["a", "b"])
+
+
+def test_per_class_iou_grouped_bars_skip_nan():
+    ious = {"unet": [0.5] * 19, "deeplab": [0.7] * 18 + [math.nan]}
+    fig = viz.per_class_iou(ious)
+    ax = fig.axes[0]
+    assert [len(bars) for bars in ax.containers] == [19, 18]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["unet (mIoU 50.0%)",
+                                                                  "deeplab (mIoU 70.0%)"]
+
+
+def test_predictions_grid_panels_and_scores():
+    (image, target), (image2, target2) = sample(0), sample(1)
+    wrong = np.zeros_like(target)
+    fig = viz.predictions_grid([image, image2], [target, target2],
+                               {"perfect": [target, target2], "zeros": [wrong, wrong]}, names=["a", "b"])
+    assert len(fig.axes) == 8
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:4] == ["a", "ground truth", "perfect · mIoU 100.0%", titles[3]]
+    assert titles[3].startswith("zeros · mIoU") and titles[3] != "zeros · mIoU 100.0%"
+
+
+def test_set_style_sets_dpi_and_nearest():
+    viz.set_style(dpi=90)
+    assert plt.rcParams["figure.dpi"] == 90 and plt.rcParams["image.interpolation"] == "nearest"
+    viz.set_style()
+
+
+# --- live plot -------------------------------------------------------------------------------------
+
+def fake_state(rows):
+    return SimpleNamespace(history=rows, epoch=len(rows), config=SimpleNamespace(epochs=5))
+
+
+def test_live_plot_outside_ipython_draws_quietly(capsys):
+    live = viz.LivePlot()
+    rows = history(0)
+    for epoch in range(1, 4):
+        live.on_epoch_end(fake_state(rows[:epoch]))
+    loss_ax, score_ax = live.fig.axes
+    assert list(loss_ax.lines[0].get_xdata()) == [1, 2, 3]
+    assert len(score_ax.lines) == 2 and list(score_ax.lines[0].get_ydata()) == pytest.approx([0.1, 0.2, 0.3])
+    assert live.fig._suptitle.get_text() == "epoch 3/5"
+    assert live.handle is None
+    live.on_fit_end(fake_state(rows))
+    assert live.fig is None and plt.get_fignums() == []
+    assert capsys.readouterr() == ("", "")
+
+
+def test_live_plot_updates_one_display_in_a_notebook(monkeypatch):
+    import IPython.display
+
+    calls = []
+
+    class Handle:
+        def update(self, picture):
+            calls.append(("update", picture.data))
+
+    def display(picture, display_id=False):
+        calls.append(("display", picture.data, display_id))
+        return Handle()
+
+    monkeypatch.setattr(viz, "_in_notebook", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", display)
+    live = viz.LivePlot()
+    rows = history(0)
+    live.on_epoch_end(fake_state(rows[:1]))
+    live.on_epoch_end(fake_state(rows[:2]))
+    assert [c[0] for c in calls] == ["display", "update"] and calls[0][2] is True
+    assert calls[0][1].startswith(b"\x89PNG") and calls[1][1].startswith(b"\x89PNG")
+    assert calls[0][1] != calls[1][1]  # redrawn with the second epoch
