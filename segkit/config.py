@@ -102,14 +102,17 @@ PROFILES = {
     "ci": Profile("ci", synth_size=(256, 128), synth_frames=8,
                   train={"size": (128, 64), "epochs": 2, "batch_size": 4, "num_workers": 0,
                          "max_val_batches": 2},
-                  per_model={"deeplabv3plus": {"model_options": {"backbone": "resnet50"}}}),
+                  per_model={"deeplabv3plus": {"model_options": {"backbone": "resnet50",
+                                                                  "pretrained_backbone": True}}}),
     "cpu": Profile("cpu", synth_size=(512, 256), synth_frames=48,
                    train={"size": (256, 128), "epochs": 12, "batch_size": 8, "num_workers": 2,
-                          "scheduler": "poly", "warmup_iters": 10}),
+                          "scheduler": "poly", "warmup_iters": 10},
+                   per_model={"deeplabv3plus": {"model_options": {"pretrained_backbone": True}}}),
     "gpu": Profile("gpu", synth_size=(2048, 1024), synth_frames=200,
                    train={"size": (1024, 512), "epochs": 100, "batch_size": 8, "num_workers": 8,
                           "scheduler": "poly", "warmup_iters": 100, "amp": "auto",
-                          "channels_last": True}),
+                          "channels_last": True},
+                   per_model={"deeplabv3plus": {"model_options": {"pretrained_backbone": True}}}),
 }
 
 

@@ -164,8 +164,9 @@ def ensure_synthetic(profile, root: str | os.PathLike | None = None, progress: b
     """The prepared synthetic set of ``profile`` (a ``segkit.config.Profile``); made when missing.
 
     Generates ``profile.synth_frames`` frames per split at ``profile.synth_size`` into
-    ``root/raw`` and prepares them into ``root/prepared`` (default root:
-    ``data_dir()/synthetic-{profile.name}``), saying so, and returns the prepared root.
+    ``root/raw`` (folders and the two official zips) and prepares the ``small`` subset from the zips
+    into ``root/prepared`` (default root: ``data_dir()/synthetic-{profile.name}``), saying so.
+    Returns the prepared root. Notebook 01 runs the same two steps one by one.
     """
     from segkit.prepare import MANIFEST, prepare
     from segkit.synthetic import generate
@@ -177,8 +178,9 @@ def ensure_synthetic(profile, root: str | os.PathLike | None = None, progress: b
     width, height = profile.synth_size
     print(f"No dataset given: generating the synthetic Cityscapes set ({profile.synth_frames} frames "
           f"per split at {width}x{height}, profile {profile.name!r}) into {root}", flush=True)
-    generate(root / "raw", size=profile.synth_size, frames=profile.synth_frames, progress=progress)
-    prepare(root / "raw", prepared, subset="full", progress=progress)
+    generate(root / "raw", size=profile.synth_size, frames=profile.synth_frames, zips=True,
+             progress=progress)
+    prepare(root / "raw", prepared, subset="small", progress=progress)
     return prepared
 
 

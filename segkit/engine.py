@@ -295,7 +295,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         if val_loader is not None and (state.epoch + 1) % config.val_every == 0:
             scores = evaluate(model, val_loader, num_classes=num_classes, device=device,
                               amp=config.amp, max_batches=config.max_val_batches, state=state)
-            row.update({f"val_{k}": v for k, v in _plain(scores).items()})
+            row.update({f"val_{k}": v for k, v in _plain(scores).items() if k != "confusion"})
         state.epoch += 1
         state.history.append(row)
         for callback in callbacks:
@@ -417,7 +417,8 @@ def check_has_labels(dataset, samples: int = 3) -> None:
 def evaluate(model: nn.Module, loader: Iterable, *, num_classes: int | None = None,
              device: torch.device | str | None = None, amp: str = "off",
              max_batches: int | None = None, state: FitState | None = None) -> dict[str, Any]:
-    """Score ``model`` on ``loader``: pixel_acc, mean_acc, iou (per class), miou, category scores.
+    """Score ``model`` on ``loader``: pixel_acc, mean_acc, iou (per class), miou, category scores,
+    and the confusion matrix itself (``confusion``, (C, C) counts ``[target, prediction]``).
 
     Refuses (``DataError``) a split whose labels are all ignore. With ``state`` (during ``fit``),
     the first batch's first image, mask and prediction are kept for pictures (TensorBoard).
@@ -444,6 +445,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, num_classes: int | None = No
         raise DataError("every label of this split is 'ignore': nothing to score "
                         "(the Cityscapes test split has no public labels; use val)")
     scores = matrix.compute()
+    scores["confusion"] = matrix.mat.cpu()
     scores["seconds"] = time.perf_counter() - started
     scores["images"] = images_seen
     return scores

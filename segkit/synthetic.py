@@ -129,6 +129,14 @@ class _Canvas:
             return None
         return slice(r0, r1), slice(c0, c1)
 
+    def cover(self, x0: float, y0: float, x1: float, y1: float) -> _Window | None:
+        """Pixels whose centres lie in [x0, x1) x [y0, y1), clipped; None if none do."""
+        c0, c1 = max(math.ceil(x0 - 0.5), 0), min(math.ceil(x1 - 0.5), self.cam.width)
+        r0, r1 = max(math.ceil(y0 - 0.5), 0), min(math.ceil(y1 - 0.5), self.cam.height)
+        if c0 >= c1 or r0 >= r1:
+            return None
+        return slice(r0, r1), slice(c0, c1)
+
     def coords(self, win: _Window) -> tuple[np.ndarray, np.ndarray]:
         """Pixel-centre columns (1, w) and rows (h, 1) of a window."""
         rows, cols = win
@@ -721,9 +729,9 @@ def render_scene(rng: np.random.Generator, width: int, height: int) -> tuple[np.
     cv = _Canvas(cam, _noise_fields(texture_rng, width, height))
     _draw_sky(cv, scene)
     _draw_ground(cv, scene)
-    _draw_far(cv, scene)
     for side in scene.sides:
         _draw_side(cv, scene, side)
+    _draw_far(cv, scene)  # after the sides, with a depth test: most of it is hidden
     for _, kind, params in scene.objects:
         _DRAW[kind](cv, params)
     for side in scene.sides:
@@ -887,36 +895,36 @@ def _facade_atlas(b: dict, shade: float) -> np.ndarray:
     and column profiles, so it costs little even for tall buildings.
     """
     r = random.Random(b["seed"])
-    across = (np.arange(max(round(b["bay"] / _TEXEL), 1)) + 0.5) / max(round(b["bay"] / _TEXEL), 1)
+    cols = max(round(b["bay"] / _TEXEL), 1)
+    centre = np.abs((np.arange(cols) + 0.5) / cols - 0.5)[None, :]  # 0 mid-bay, 0.5 at its edges
     v = (np.arange(max(math.ceil(b["height"] / _TEXEL), 1)) + 0.5) * _TEXEL
     level = (v - b["ground"]) / b["floor"]
     storey = np.floor(level)
-    fv = level - storey
+    fv = level - storey  # height within the storey, 0..1
     upper = (v > b["ground"]) & (v < b["height"] - 1.0)
     half, top = b["win_w"] / 2, 0.25 + b["win_h"]
-    centre = np.abs(across - 0.5)
-    glass = np.logical_and.outer(upper & (fv > 0.25) & (fv < top), centre < half)
-    frame = np.logical_and.outer(upper & (fv > 0.2) & (fv < top + 0.05), centre < half + 0.05)
+    glass = (upper & (fv > 0.25) & (fv < top))[:, None] & (centre < half)
+    frame = (upper & (fv > 0.2) & (fv < top + 0.05))[:, None] & (centre < half + 0.05)
     # roof band, a cornice at every storey, and grime near the pavement
-    rows = np.where(v > b["height"] - 0.5, 0.75, 1.0) * np.where(fv < 0.04, 0.9, 1.0)
-    rows *= 0.85 + 0.15 * np.clip(v / 2.0, 0, 1)
-    wall = np.outer(rows, b["color"])  # (rows, 3)
+    rows = (np.where(v > b["height"] - 0.5, 0.75, 1.0) * np.where(fv < 0.04, 0.9, 1.0)
+            * (0.85 + 0.15 * np.minimum(v / 2.0, 1.0)))
+    wall = rows[:, None] * b["color"]  # (rows, 3)
     if b["shop"]:
-        glass |= np.logical_and.outer((v > 0.3) & (v < b["ground"] - 0.7), centre < 0.42)
+        glass |= ((v > 0.3) & (v < b["ground"] - 0.7))[:, None] & (centre < 0.42)
         wall[(v > b["ground"] - 0.6) & (v < b["ground"] - 0.25)] = r.choice(_CAR_COLOURS)
     # each storey's panes reflect differently (sky, curtains, a lamp inside)
-    panes = np.array([r.uniform(0.5, 1.7) for _ in range(int(storey.max()) + 2)])
-    panes = panes[np.maximum(storey.astype(int) + 1, 0)]
-    glazing = np.outer(b["glass"] * shade, panes + 0.6 * (fv - 0.25)).astype(np.float32)
-    atlas = (wall.T * shade).astype(np.float32)[..., None] * np.where(frame, _LIGHTER, _SAME)
-    np.copyto(atlas, glazing[..., None], where=glass)
+    panes = np.array([r.uniform(0.5, 1.7) for _ in range(int(storey[-1]) + 2)])
+    glazing = b["glass"][:, None] * (panes[storey.astype(int) + 1] + 0.6 * (fv - 0.25))
+    wall = np.ascontiguousarray(wall.T * shade, np.float32)  # (3, rows)
+    atlas = wall[..., None] * np.where(frame, _LIGHTER, _SAME)
+    np.copyto(atlas, (glazing * shade)[..., None], where=glass, casting="same_kind")
     return atlas.reshape(3, -1)
 
 
 def _facade(b: dict, u: np.ndarray, v: np.ndarray, shade: float) -> np.ndarray:
     """Façade colours (3, h, w) at wall coordinates u (along the wall) and v (up), in metres."""
     atlas = _facade_atlas(b, shade)
-    cols = max(round(b["bay"] / _TEXEL), 1)
+    cols = max(round(b["bay"] / _TEXEL), 1)  # as in the atlas
     rows = atlas.shape[1] // cols
     ui = np.minimum((np.mod(u - b["u0"], b["bay"]) * (cols / b["bay"])).astype(np.intp), cols - 1)
     vi = np.clip((v * (1 / _TEXEL)).astype(np.intp), 0, rows - 1)
@@ -924,38 +932,63 @@ def _facade(b: dict, u: np.ndarray, v: np.ndarray, shade: float) -> np.ndarray:
 
 
 def _draw_far(cv: _Canvas, scene: _Scene) -> None:
-    """The buildings and trees across the end of the street, at depth z_end."""
+    """The buildings and trees across the end of the street, and the back rows on both sides.
+
+    They are drawn behind what is there already (depth test), so hidden ones cost little.
+    """
+    light = scene.light
+    for side in scene.sides:
+        lit = _sunlit(light, side) * 0.95
+        for b in side.back:
+            _side_wall(cv, side.sign * (side.facade + b["offset"]), b, lit, behind=True)
     for item in scene.far:
-        sp = _Sprite(cv, 0.0, scene.z_end)
         if item["kind"] == "trees":
             r = random.Random(item["seed"])
             blobs = [(item["x"] + r.uniform(-0.5, 0.5) * item["width"],
                       item["height"] * r.uniform(0.4, 0.8), item["width"] * r.uniform(0.2, 0.4),
                       item["height"] * r.uniform(0.3, 0.5)) for _ in range(5)]
-            _foliage(sp, blobs, np.array(r.choice(_GREENS)))
+            _foliage(_Sprite(cv, 0.0, scene.z_end), blobs, np.array(r.choice(_GREENS)),
+                     behind=True)
         else:
-            _frontal_wall(cv, item, scene.z_end, item["x0"], item["x1"], 0.9)
+            _frontal_wall(cv, item, scene.z_end, item["x0"], item["x1"], 0.9, behind=True)
 
 
-def _frontal_wall(cv: _Canvas, b: dict, z: float, x0: float, x1: float, shade: float) -> None:
-    """A building wall facing the camera at depth z between x0 and x1 (end faces, far rows)."""
+def _hidden(cv: _Canvas, win: _Window, depth: Any) -> np.ndarray:
+    """Where something at ``depth`` is behind what is drawn already (the sky, depth 0, is not)."""
+    drawn = cv.depth[win]
+    return (drawn > 0) & (drawn <= depth)
+
+
+def _frontal_wall(cv: _Canvas, b: dict, z: float, x0: float, x1: float, shade: float,
+                  behind: bool = False) -> None:
+    """A building wall facing the camera at depth z between x0 and x1 (end walls, far rows).
+
+    With ``behind`` it only fills what is farther away than z.
+    """
     cam = cv.cam
     (c0, r1), (c1, r0) = cam.project(x0, 0.0, z), cam.project(x1, b["height"], z)
     win = cv.window(min(c0, c1), r0, max(c0, c1), r1)
     if win is None:
         return
+    mask = ~_hidden(cv, win, z) if behind else None
+    if mask is not None and not mask.any():
+        return
     xs, ys = cv.coords(win)
     u = np.abs(xs - cam.cx) * z / cam.focal
     v = cam.cam_h - (ys - cam.horizon) * z / cam.focal
-    cv.paint(win, None, BUILDING, _facade(b, u, v, shade), z)
+    cv.paint(win, mask, BUILDING, _facade(b, u, v, shade), z)
+
+
+def _sunlit(light: dict, side: _Side) -> float:
+    """Brightness of one side's façades: lit or in shade on sunny days."""
+    if not light["sunny"]:
+        return 1.0
+    return 1.15 if light["sun_side"] != side.sign else 0.7
 
 
 def _draw_side(cv: _Canvas, scene: _Scene, side: _Side) -> None:
-    """One side's back row and buildings, far to near, with end walls where a gap shows them."""
-    light = scene.light
-    lit = 1.0 if not light["sunny"] else (1.15 if light["sun_side"] != side.sign else 0.7)
-    for b in side.back:
-        _side_wall(cv, side.sign * (side.facade + b["offset"]), b, lit * 0.95)
+    """One side's buildings, far to near, with end walls where a gap shows them."""
+    lit = _sunlit(scene.light, side)
     for b in sorted(side.buildings, key=lambda b: -b["z0"]):
         _side_wall(cv, side.sign * side.facade, b, lit)
     reached = -math.inf  # how far along the street the previous building ended
@@ -966,12 +999,17 @@ def _draw_side(cv: _Canvas, scene: _Scene, side: _Side) -> None:
         reached = b["z1"]
 
 
-def _side_wall(cv: _Canvas, x_plane: float, b: dict, shade: float) -> None:
-    """A building's façade along the street, with its window grid."""
+def _side_wall(cv: _Canvas, x_plane: float, b: dict, shade: float, behind: bool = False) -> None:
+    """A building's façade along the street; with ``behind`` only where nothing nearer is."""
     hit = _side_plane(cv, x_plane, b["z0"], b["z1"], 0.0, b["height"])
-    if hit is not None:
-        win, mask, z, y = hit
-        cv.paint(win, mask, BUILDING, _facade(b, z, y, shade), z)
+    if hit is None:
+        return
+    win, mask, z, y = hit
+    if behind:
+        mask &= ~_hidden(cv, win, z)
+        if not mask.any():
+            return
+    cv.paint(win, mask, BUILDING, _facade(b, z, y, shade), z)
 
 
 def _draw_edge(cv: _Canvas, edge: dict) -> None:
@@ -985,8 +1023,7 @@ def _draw_edge(cv: _Canvas, edge: dict) -> None:
     if hit is None:
         return
     win, mask, z, y = hit
-    depth = cv.depth[win]
-    mask = mask & ((depth == 0) | (z < depth))  # depth 0 is the sky: infinitely far
+    mask = mask & ~_hidden(cv, win, z)
     kind, top = edge["kind"], edge["height"]
     if kind == "hedge":
         mask = mask & (y < top + 0.2 * cv.fields.detail[win])
@@ -1015,8 +1052,11 @@ def _fence(cv: _Canvas, win: _Window, mask: np.ndarray, z: np.ndarray, y: np.nda
 
 
 def _foliage(sp: _Sprite, blobs: Sequence[tuple[float, float, float, float]],
-             green: np.ndarray) -> None:
-    """A tree crown: overlapping ellipses (u, v, ru, rv) with a leafy, noisy outline."""
+             green: np.ndarray, behind: bool = False) -> None:
+    """A tree crown: overlapping ellipses (u, v, ru, rv) with a leafy, noisy outline.
+
+    With ``behind`` it only fills what is farther away than the crown.
+    """
     cv = sp.canvas
     boxes = []
     for u, v, ru, rv in blobs:
@@ -1038,6 +1078,8 @@ def _foliage(sp: _Sprite, blobs: Sequence[tuple[float, float, float, float]],
         np.maximum(crown[local], 1 - ((xs - x) / rx) ** 2 - ((ys - y) / ry) ** 2, out=crown[local])
     leaves = cv.fields.detail[win]
     mask = crown + 0.1 * leaves > 0.08  # a leafy but not ragged outline, as annotators draw it
+    if behind:
+        mask &= ~_hidden(cv, win, sp.depth)
     shade = 0.55 + 0.35 * np.clip(crown, 0, 1) + 0.18 * leaves
     cv.paint(win, mask, VEGETATION, green[:, None, None] * shade, sp.depth)
 
@@ -1048,7 +1090,7 @@ def _foliage(sp: _Sprite, blobs: Sequence[tuple[float, float, float, float]],
 def _grey(r: random.Random, low: float, high: float) -> np.ndarray:
     """A neutral grey with a slight random cast."""
     grey = r.uniform(low, high)
-    return np.clip([grey * r.uniform(0.95, 1.05) for _ in range(3)], 0, 1)
+    return np.array([min(grey * r.uniform(0.95, 1.05), 1.0) for _ in range(3)])
 
 
 def _draw_tree(cv: _Canvas, p: dict) -> None:
@@ -1058,12 +1100,12 @@ def _draw_tree(cv: _Canvas, p: dict) -> None:
     radius, trunk = p["radius"], p["trunk"]
     width = r.uniform(0.2, 0.4)
     (x0, y1), (x1, y0) = sp.at(-width / 2, 0), sp.at(width / 2, trunk + radius * 0.6)
-    win = cv.window(x0 + 0.5, y0 + 0.5, x1 + 0.5, y1 + 0.5)  # the pixels whose centres it covers
+    win = cv.cover(x0, y0, x1, y1)
     if win is not None:
         cv.paint(win, None, VEGETATION, _grey(r, 0.18, 0.3), sp.depth)
     blobs = [(r.gauss(0, 0.4) * radius, trunk + radius * (0.95 + r.gauss(0, 0.25)),
               radius * r.uniform(0.45, 0.75), radius * r.uniform(0.4, 0.7))
-             for _ in range(int(r.randrange(5, 9)))]
+             for _ in range(r.randrange(5, 9))]
     green = np.array(r.choice(_GREENS)) * r.uniform(0.85, 1.15)
     _foliage(sp, blobs, green.astype(np.float32))
 
@@ -1115,7 +1157,7 @@ def _draw_sign(cv: _Canvas, p: dict) -> None:
         w = 0.3 if shape == 2 else r.uniform(0.4, 0.7)
         sp.rect(-w, h - 0.3, w, h + 0.3, SIGN, plain if back else colour)
         if not back:
-            sp.rect(-w + 0.05, h - 0.25, w - 0.05, h + 0.25, SIGN, np.clip(colour * 1.15, 0, 1))
+            sp.rect(-w + 0.05, h - 0.25, w - 0.05, h + 0.25, SIGN, np.minimum(colour * 1.15, 1))
     if r.random() < 0.3:
         sp.rect(-0.3, h - 0.65, 0.3, h - 0.4, SIGN, plain if back else white)
     sp.draw()
@@ -1312,7 +1354,7 @@ def _solid(batch: _Batch, faces: dict[str, np.ndarray], label_id: int, colour: n
     """Add a box's visible faces, the side darker and the top lighter."""
     for name, factor in (("top", 1.12), ("side", 0.78), ("near", 1.0)):
         if name in faces:
-            _world_polygon(batch, faces[name], label_id, np.clip(colour * factor, 0, 1))
+            _world_polygon(batch, faces[name], label_id, np.minimum(colour * factor, 1))
 
 
 def _ground_shadow(batch: _Batch, x0: float, x1: float, z0: float, z1: float) -> None:
@@ -1361,7 +1403,7 @@ def _draw_car(cv: _Canvas, p: dict) -> None:
             _world_polygon(batch, _sub_quad(cabin, lo, hi, 0.1, 0.88), CAR, glass)
     near_cabin = np.array([[x0 + 0.12, belt, z0 + a0], [x1 - 0.12, belt, z0 + a0],
                            [x1 - 0.2, roof, z0 + a1], [x0 + 0.2, roof, z0 + a1]])
-    _world_polygon(batch, near_cabin, CAR, np.clip(colour * 1.05, 0, 1))
+    _world_polygon(batch, near_cabin, CAR, np.minimum(colour * 1.05, 1))
     if detail:
         _world_polygon(batch, _sub_quad(near_cabin, 0.07, 0.93, 0.1, 0.88), CAR, glass * 1.3)
         _car_end(batch, body["near"], colour, p["facing"] == "rear")
@@ -1548,7 +1590,7 @@ def _develop(cv: _Canvas, scene: _Scene, rng: np.random.Generator) -> np.ndarray
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     """A slight lens blur of about ``sigma`` pixels on (3, H, W) planes (3-tap, separable)."""
-    if sigma < 0.2:
+    if sigma < 0.35:  # the neighbours would weigh under 2 %
         return image
     side = math.exp(-0.5 / sigma**2)
     centre, side = np.float32(1 / (1 + 2 * side)), np.float32(side / (1 + 2 * side))
@@ -1593,8 +1635,8 @@ def generate(out: str | os.PathLike, *, size: tuple[int, int] = (2048, 1024), fr
     """Write ``frames`` frames per split into ``out`` in the official Cityscapes layout.
 
     Args:
-        out: output folder; it must be new, empty, or an earlier run with the same options (which
-            is resumed: frames whose files all exist are kept).
+        out: output folder; it must be new, empty, or an earlier run with the same options, which
+            is resumed: existing files are kept, missing ones written.
         size: (width, height) in pixels, at least ``MIN_SIZE``.
         frames: frames per split, spread over that split's cities.
         seed: frame ``k`` of a city depends only on (seed, split, city, k).
@@ -1609,8 +1651,8 @@ def generate(out: str | os.PathLike, *, size: tuple[int, int] = (2048, 1024), fr
     """
     out = Path(out)
     width, height = _check_size(size)
-    plan = _plan(cities, _integer(frames, "frames"))
-    seed = _integer(seed, "seed")
+    frames, seed = _integer(frames, "frames"), _integer(seed, "seed")
+    plan = _plan(cities, frames)
     if seed < 0:
         raise io.DataError(f"seed must be a non-negative integer, got {seed}")
     options = {"generator": "segkit.synthetic", "version": GENERATOR_VERSION,

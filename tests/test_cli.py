@@ -78,8 +78,8 @@ def test_test_command_prints_the_table(trained, capsys):
         assert line in out
     assert main(["test", "-m", "unet", "--checkpoint", str(checkpoint), "--data", str(data)]) == 2
     assert "holds a my_fcn model, not unet" in capsys.readouterr().err
-    assert main(["test", "--checkpoint", str(checkpoint), "--data", str(data),
-                 "--split", "test"]) == 2
+    raw = work / "data" / "synthetic-ci" / "raw"  # the official layout, with the dummy test labels
+    assert main(["test", "--checkpoint", str(checkpoint), "--data", str(raw), "--split", "test"]) == 2
     assert "test split has no public labels" in capsys.readouterr().err
 
 

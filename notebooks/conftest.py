@@ -1,0 +1,10 @@
+"""nbval runs every course notebook in the ``ci`` profile, in a throwaway project folder."""
+
+import os
+import tempfile
+
+
+def pytest_configure(config):
+    os.environ.setdefault("SEGKIT_PROFILE", "ci")
+    if "SEGKIT_HOME" not in os.environ:
+        os.environ["SEGKIT_HOME"] = tempfile.mkdtemp(prefix="segkit-notebooks-")

@@ -1,0 +1,134 @@
+"""What the course notebooks share: the one-line setup, their data, and their trained models.
+
+Every notebook starts with ``course = setup()``: seeds and deterministic kernels, plot defaults,
+quiet progress bars in the ``ci`` profile, and the profile itself (argument, ``SEGKIT_PROFILE``, or
+``cpu``). Notebook 01 prepares the data; 04–06 train with ``train_model`` (which saves checkpoints,
+history and timings under ``runs/course-{profile}/{model}``); 07 reads them with ``load_run``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segkit import __version__, labels
+from segkit.bench import measure_step
+from segkit.callbacks import Checkpointer
+from segkit.config import Profile, TrainConfig, get_profile, profile_config
+from segkit.datasets import CityscapesSegmentation, build_loaders, ensure_synthetic
+from segkit.engine import FitState, fit, model_from_checkpoint, resolve_device, seed_everything
+from segkit.models import build_model
+from segkit.prepare import MANIFEST
+from segkit.transforms import eval_transforms
+from segkit.viz import LivePlot, set_style
+
+#: The real small subset, when notebook 01 prepared it from the official download.
+REAL_DATA = "cityscapes-small"
+
+
+@dataclass
+class Course:
+    """The profile and the folders of this course run."""
+
+    profile: Profile
+    root: Path  # the project folder: data/, runs/ and checkpoints live here
+    device: torch.device
+
+    @property
+    def synthetic(self) -> Path:
+        """Where the profile's synthetic set (official layout and zips) is generated."""
+        return self.root / "data" / f"synthetic-{self.profile.name}" / "raw"
+
+    @property
+    def data(self) -> Path:
+        """The prepared data the notebooks train on: the real subset if prepared, else synthetic."""
+        real = self.root / "data" / REAL_DATA
+        if (real / MANIFEST).is_file():
+            return real
+        return ensure_synthetic(self.profile, self.synthetic.parent, progress=False)
+
+    def run_dir(self, model: str) -> Path:
+        """Where ``model``'s course run keeps best.pt, last.pt and run.json."""
+        return self.root / "runs" / f"course-{self.profile.name}" / model
+
+    def config(self, model: str, **changes: Any) -> TrainConfig:
+        """The profile's training config of ``model``, with the course's folders."""
+        return profile_config(model, self.profile.name, out=str(self.run_dir(model)), **changes)
+
+    def validation_set(self, size: tuple[int, int] | None = None) -> CityscapesSegmentation:
+        """The validation split, resized to the profile's training size, normalised for models."""
+        size = size or self.profile.train["size"]
+        return CityscapesSegmentation(self.data, "val", eval_transforms(size=size))
+
+
+def project_root(start: Path | None = None) -> Path:
+    """``$SEGKIT_HOME`` if set, else the nearest folder at or above ``start`` holding this project
+    (pyproject.toml + segkit/), else ``start`` (default: the working folder)."""
+    if os.environ.get("SEGKIT_HOME"):
+        return Path(os.environ["SEGKIT_HOME"])
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "segkit").is_dir():
+            return folder
+    return start
+
+
+def setup(profile: str | None = None, *, seed: int = 0) -> Course:
+    """Seeds, determinism, plot style and the profile; returns the ``Course``. Prints one line."""
+    chosen = get_profile(profile)
+    seed_everything(seed)
+    set_style()
+    if chosen.name == "ci":  # nbval compares outputs: no progress bars, no warnings
+        os.environ["TQDM_DISABLE"] = "1"
+        warnings.filterwarnings("ignore")
+    course = Course(chosen, project_root(), resolve_device("auto"))
+    print(f"segkit {__version__} | profile {chosen.name} | device {course.device.type}")
+    return course
+
+
+def train_model(course: Course, model: str, *, live: bool = True, **changes: Any
+                ) -> tuple[torch.nn.Module, FitState]:
+    """Train ``model`` with the profile's settings on ``course.data``; save the run for notebook 07.
+
+    Shows a live loss / IoU plot (``live``), keeps ``best.pt`` and ``last.pt``, and writes
+    ``run.json`` (history, training time, parameters, img/s and peak memory of a training step).
+    An earlier run of the same profile is replaced.
+    """
+    config = course.config(model, **changes)
+    if "pretrained_backbone" in config.model_options:  # a course goes on without the download
+        config = config.replace(model_options={**config.model_options, "allow_random_init": True})
+    seed_everything(config.seed)
+    train_loader, val_loader = build_loaders(course.data, config)
+    net = build_model(config.model, num_classes=labels.NUM_CLASSES, **config.model_options)
+    out = Path(config.out)
+    for stale in ("last.pt", "best.pt", "run.json"):
+        (out / stale).unlink(missing_ok=True)
+    started = time.perf_counter()
+    state = fit(net, train_loader, val_loader, config,
+                [*([LivePlot()] if live else []), Checkpointer(out)])
+    seconds = time.perf_counter() - started
+    step = measure_step(config.model, config.size, config.batch_size, course.device,
+                        config.channels_last, None, **config.model_options)
+    run = {"model": config.model, "profile": course.profile.name, "history": state.history,
+           "train_seconds": seconds, "parameters": sum(p.numel() for p in net.parameters()),
+           "img_per_s": step["img_per_s"], "peak_mb": step["peak_mb"],
+           "stopped": state.stop}
+    (out / "run.json").write_text(json.dumps(run, indent=1))
+    best, _ = model_from_checkpoint(out / "best.pt", course.device)
+    return best, state
+
+
+def load_run(course: Course, model: str) -> tuple[torch.nn.Module, dict] | None:
+    """The best model and ``run.json`` of an earlier ``train_model`` run, or None if there is none."""
+    out = course.run_dir(model)
+    if not ((out / "run.json").is_file() and (out / "best.pt").is_file()):
+        return None
+    net, _ = model_from_checkpoint(out / "best.pt", course.device)
+    return net, json.loads((out / "run.json").read_text())
