@@ -22,7 +22,7 @@ from segkit.metrics import ConfusionMatrix
 from segkit.models import build_model
 from segkit.prepare import prepare
 from segkit.synthetic import generate
-from segkit.transforms import train_transforms
+from segkit.transforms import eval_transforms, train_transforms
 
 
 def machine() -> str:
@@ -34,15 +34,28 @@ def machine() -> str:
 
 
 def loader_samples_per_s(dataset, *, batch_size: int, num_workers: int, epochs: int = 2) -> float:
-    """Samples/s of a shuffled training DataLoader over ``dataset``, worker start-up included."""
+    """Steady-state samples/s of a shuffled training DataLoader over ``dataset``.
+
+    One untimed epoch first starts the workers (kept alive) and warms the caches.
+    """
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                        drop_last=False, persistent_workers=False)
-    started = time.perf_counter()
+                        persistent_workers=num_workers > 0)
     samples = 0
-    for _ in range(epochs):
+    for epoch in range(epochs + 1):
+        if epoch == 1:
+            started, samples = time.perf_counter(), 0
         for images, _masks in loader:
             samples += len(images)
     return samples / (time.perf_counter() - started)
+
+
+def load_ms(dataset, size: tuple[int, int]) -> float:
+    """Milliseconds to read one frame and bring it to ``size`` (no augmentation), in this process."""
+    resize = eval_transforms(size=size)
+    started = time.perf_counter()
+    for index in range(len(dataset)):
+        resize(*dataset.load(index))
+    return 1000 * (time.perf_counter() - started) / len(dataset)
 
 
 def bench_data(*, data: str | None = None, frames: int = 24, size: tuple[int, int] = (512, 256),
@@ -73,6 +86,9 @@ def bench_data(*, data: str | None = None, frames: int = 24, size: tuple[int, in
         figures["prepare_frames_per_s"] = prepared_frames / (time.perf_counter() - started)
         transform = train_transforms(size=size)
         sources = {"prepared": Path(tmp, "prepared"), "raw": raw_root}
+        for name, root in sources.items():
+            figures[f"{name}_load_ms"] = load_ms(CityscapesSegmentation(root, "train"), size)
+        figures["load_speedup"] = figures["raw_load_ms"] / figures["prepared_load_ms"]
         for num_workers in workers:
             for name, root in sources.items():
                 dataset = CityscapesSegmentation(root, "train", transforms=transform)
@@ -98,6 +114,9 @@ def _print_data_table(figures: dict, workers: tuple[int, ...]) -> None:
     for n in workers:
         prepared, raw = figures[f"prepared_samples_per_s_w{n}"], figures[f"raw_samples_per_s_w{n}"]
         print(f"{n:>12} {prepared:>10.1f} {raw:>14.1f} {prepared / raw:>7.1f}x")
+    print(f"reading one frame and resizing it to {width}x{height} (no augmentation): prepared "
+          f"{figures['prepared_load_ms']:.1f} ms, raw {figures['raw_load_ms']:.1f} ms "
+          f"({figures['load_speedup']:.1f}x)")
     if "synth_frames_per_s" in figures:
         print(f"synthetic generation at {raw_label}: {figures['synth_frames_per_s']:.2f} frames/s")
     print(f"preparation to {width}x{height}: {figures['prepare_frames_per_s']:.2f} frames/s")
@@ -220,11 +239,27 @@ def train_step(model: torch.nn.Module, images: Tensor, masks: Tensor, criterion,
     model.zero_grad(set_to_none=True)
 
 
-def variants(device: torch.device) -> dict[str, tuple[bool, torch.dtype | None]]:
-    """Variant name -> (channels_last, autocast dtype) worth measuring on ``device``."""
-    mixed = "bf16" if device.type == "cpu" else "amp"
-    amp_dtype = torch.bfloat16 if device.type == "cpu" else autocast_dtype("auto", device)
-    return {"fp32": (False, None), "channels_last": (True, None), mixed: (False, amp_dtype)}
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX; read from /proc/cpuinfo)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def variants(device: torch.device, bf16: bool | None = None) -> dict[str, tuple[bool, torch.dtype | None]]:
+    """Variant name -> (channels_last, autocast dtype) worth measuring on ``device``.
+
+    On the CPU, bf16 autocast is measured only where the CPU has native bf16 (or ``bf16=True``):
+    elsewhere it is emulated, and was measured over 30x slower than fp32 (my_fcn, AVX2 machine).
+    """
+    choices = {"fp32": (False, None), "channels_last": (True, None)}
+    if device.type == "cuda":
+        choices["amp"] = (False, autocast_dtype("auto", device))
+    elif bf16 or (bf16 is None and cpu_has_native_bf16()):
+        choices["bf16"] = (False, torch.bfloat16)
+    return choices
 
 
 def measure_step(name: str, size: tuple[int, int], batch_size: int, device: torch.device,
@@ -264,22 +299,26 @@ def peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
 
 def bench_train(*, models: Sequence[str] = ("my_fcn", "unet", "deeplabv3plus"),
                 sizes: Sequence[tuple[int, int]] = ((256, 128), (512, 256)), batch_size: int = 8,
-                repeats: int = 1, device: str = "auto", full: bool = False) -> dict:
+                repeats: int = 1, device: str = "auto", full: bool = False,
+                bf16: bool | None = None) -> dict:
     """Training-step throughput and peak memory per model, size and variant, plus the confusion
     matrix benchmark; on CUDA also DeepLabV3+ R101 at 2048×1024 (batch 2, AMP, checkpointing).
 
     On the CPU, DeepLabV3+ runs only at the smallest size unless ``full`` (it alone would take
-    minutes). Prints a table and returns the figures.
+    minutes). ``bf16``: measure CPU bf16 autocast (default: only with native bf16 support).
+    Prints a table and returns the figures.
     """
     run_device = resolve_device(device)
     figures: dict = {"machine": machine(), "device": str(run_device), "batch_size": batch_size,
                      "steps": {}}
+    if run_device.type == "cpu" and "bf16" not in variants(run_device, bf16):
+        print("bf16 not measured: this CPU has no native bf16 (AVX512-BF16/AMX); --bf16 forces it")
     for name in models:
         for size in sizes:
             if name == "deeplabv3plus" and run_device.type == "cpu" and not full \
                     and size != min(sizes):
                 continue
-            for variant, (channels_last, dtype) in variants(run_device).items():
+            for variant, (channels_last, dtype) in variants(run_device, bf16).items():
                 key = f"{name}@{size[0]}x{size[1]}/{variant}"
                 figures["steps"][key] = measure_step(name, size, batch_size, run_device,
                                                      channels_last, dtype, repeats)

@@ -132,6 +132,8 @@ def _add_bench(commands) -> None:
     train.add_argument("--device", default="auto")
     train.add_argument("--full", action="store_true",
                        help="on the CPU, also DeepLabV3+ at the larger sizes (slow)")
+    train.add_argument("--bf16", action="store_true", default=None,
+                       help="on the CPU, measure bf16 autocast even without native bf16 (very slow)")
     train.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     train.set_defaults(run=_run_bench_train)
 
@@ -150,7 +152,7 @@ def _run_bench_train(args) -> int:
     from segkit.bench import bench_train
 
     figures = bench_train(models=args.models, sizes=args.sizes, batch_size=args.batch_size,
-                          repeats=args.repeats, device=args.device, full=args.full)
+                          repeats=args.repeats, device=args.device, full=args.full, bf16=args.bf16)
     if args.json:
         print(json.dumps(figures))
     return 0

@@ -132,3 +132,23 @@ def load_run(course: Course, model: str) -> tuple[torch.nn.Module, dict] | None:
         return None
     net, _ = model_from_checkpoint(out / "best.pt", course.device)
     return net, json.loads((out / "run.json").read_text())
+
+
+def best_epoch(run: dict) -> dict:
+    """The history row of ``run`` with the best validation mIoU."""
+    return max(run["history"], key=lambda row: row.get("val_miou", -1.0))
+
+
+def comparison_table(runs: dict[str, dict]):
+    """A pandas table, one row per model: size, cost, speed, memory and best validation scores."""
+    import pandas as pd
+
+    return pd.DataFrame({name: {
+        "parameters (M)": run["parameters"] / 1e6,
+        "training time (s)": run["train_seconds"],
+        "img/s (train step)": run["img_per_s"],
+        "peak memory (MB)": run["peak_mb"],
+        "global acc": best_epoch(run)["val_pixel_acc"],
+        "mean acc": best_epoch(run)["val_mean_acc"],
+        "mIoU": best_epoch(run)["val_miou"],
+    } for name, run in runs.items()}).T

@@ -56,7 +56,9 @@ class CityscapesSegmentation(Dataset):
         if not self.images:
             raise DataError(f"{self.root}: no {split} frames found"
                             + (f" for cities {cities}" if cities is not None else ""))
-        self._lut = torch.from_numpy(self._label_lut())
+        lut = self._label_lut()
+        identity = np.array_equal(lut, np.arange(256))
+        self._lut = None if identity else torch.from_numpy(lut)  # prepared trainIds need none
 
     def __len__(self) -> int:
         return len(self.images)
@@ -80,7 +82,7 @@ class CityscapesSegmentation(Dataset):
         if self.label_kind == "labelIds" and int(raw.max()) > max(labels.VALID_LABEL_IDS):
             raise DataError(f"{self.labels[index]}: label id {int(raw.max())} is not in the "
                             "Cityscapes label table")
-        mask = self._lut[raw.long()].long()
+        mask = raw.long() if self._lut is None else self._lut[raw.long()].long()
         return tv_tensors.Image(image.permute(2, 0, 1)), tv_tensors.Mask(mask)
 
     @property

@@ -13,6 +13,8 @@ import hashlib
 import io
 import json
 import os
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,14 +42,40 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_png(path: str | os.PathLike, array: np.ndarray, compress_level: int = 6) -> bytes:
-    """Write an (H, W) or (H, W, C) uint8 array as PNG atomically; return the PNG bytes."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG",
-                                                      compress_level=compress_level)
-    data = buffer.getvalue()
+def write_png(path: str | os.PathLike, array: np.ndarray, photo: bool = False) -> bytes:
+    """Write an (H, W) or (H, W, C) uint8 array as PNG atomically (see ``encode_png``); return the bytes."""
+    data = encode_png(array, photo)
     write_bytes(path, data)
     return data
+
+
+def encode_png(array: np.ndarray, photo: bool = False) -> bytes:
+    """Encode an (H, W), (H, W, 3) or (H, W, 4) uint8 array as an 8-bit PNG.
+
+    Pillow picks a filter for every row by trying them all, which takes most of its writing time;
+    this fixed choice writes several times faster at a similar size, and decodes faster too (which
+    is what a training cache is read for): ``photo`` images get the "Sub" filter and Huffman-only
+    coding (camera noise defeats string matching), label maps no filter and ordinary deflate. Any
+    PNG reader reads the result.
+    """
+    height, width = array.shape[:2]
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    rows = np.ascontiguousarray(array).reshape(height, width * channels)
+    lines = np.empty((height, width * channels + 1), np.uint8)  # each row starts with its filter
+    lines[:, 0] = 1 if photo else 0
+    lines[:, 1:channels + 1] = rows[:, :channels]
+    if photo:
+        np.subtract(rows[:, channels:], rows[:, :-channels], out=lines[:, channels + 1:])
+    else:
+        lines[:, channels + 1:] = rows[:, channels:]
+    packer = zlib.compressobj(1, zlib.DEFLATED, 15, 9,
+                              zlib.Z_HUFFMAN_ONLY if photo else zlib.Z_DEFAULT_STRATEGY)
+    data = packer.compress(lines.tobytes()) + packer.flush()
+    colour_type = {1: 0, 3: 2, 4: 6}[channels]  # grey, RGB, RGBA
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        for kind, body in ((b"IHDR", header), (b"IDAT", data), (b"IEND", b"")))
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -272,10 +272,10 @@ def _convert_frame(args) -> dict:
         image_bytes = label_bytes = None  # re-encode what was resized
     train_ids = labels.id_to_train_id_lut()[label_ids]
     outputs = {
-        layout.image_path(out, frame.split, frame.city, frame.stem): (image_bytes, image, 3),
-        layout.label_path(out, frame.split, frame.city, frame.stem): (label_bytes, label_ids, 6),
+        layout.image_path(out, frame.split, frame.city, frame.stem): (image_bytes, image, True),
+        layout.label_path(out, frame.split, frame.city, frame.stem): (label_bytes, label_ids, False),
         layout.label_path(out, frame.split, frame.city, frame.stem, layout.TRAIN_IDS_SUFFIX):
-            (None, train_ids, 6),
+            (None, train_ids, False),
     }
     files = {path.relative_to(out).as_posix(): _write_file(path, *spec)
              for path, spec in outputs.items()}
@@ -285,12 +285,12 @@ def _convert_frame(args) -> dict:
                              int(pixels[labels.IGNORE_INDEX])]}
 
 
-def _write_file(path: Path, data: bytes | None, array: np.ndarray, compress_level: int) -> str:
+def _write_file(path: Path, data: bytes | None, array: np.ndarray, photo: bool) -> str:
     """Write the source bytes when unchanged, else encode ``array``; return the file's digest."""
     if data is not None:
         write_bytes(path, data)
         return sha256(data)
-    return sha256(write_png(path, array, compress_level=compress_level))
+    return sha256(write_png(path, array, photo=photo))
 
 
 def _where(src: Source, name: str) -> str:
