@@ -3,6 +3,7 @@
 import shutil
 
 import pytest
+
 from segkit.synthetic import generate
 
 SYNTH_SIZE = (256, 128)
