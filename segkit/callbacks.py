@@ -24,8 +24,8 @@ class ProgressBar(Callback):
         if self.bar is None:
             self.bar = tqdm(total=self.total, desc=f"epoch {state.epoch + 1}/{state.config.epochs}",
                             unit="batch", leave=False, disable=self.disable)
+        self.bar.set_postfix(loss=f"{state.batch_loss:.4f}", refresh=False)
         self.bar.update()
-        self.bar.set_postfix(loss=f"{state.batch_loss:.4f}")
 
     def on_epoch_end(self, state: FitState) -> None:
         if self.bar is not None:
