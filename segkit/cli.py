@@ -1,4 +1,4 @@
-"""The command line: ``python -m segkit {synth,prepare,train,test,bench} …`` (``--help`` on each)."""
+"""The command line: ``python -m segkit {synth,prepare,train,test,bench,figures} …`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -270,11 +270,29 @@ def _run_test(args) -> int:
     return 0
 
 
+def _add_figures(commands) -> None:
+    parser = commands.add_parser(
+        "figures", help="regenerate the README figures",
+        description="Write the README's figures from the profile's data and, where they exist, "
+                    "the course runs of notebooks 04-06.")
+    parser.add_argument("--out", default="pics", help="output folder (default: %(default)s)")
+    parser.add_argument("--profile", help="ci | cpu | gpu (default: $SEGKIT_PROFILE or cpu)")
+    parser.set_defaults(run=_run_figures)
+
+
+def _run_figures(args) -> int:
+    from segkit.course import setup, write_figures
+
+    for path in write_figures(setup(args.profile), args.out):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``segkit`` argument parser with all sub-commands."""
     parser = argparse.ArgumentParser(prog="segkit", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_synth, _add_prepare, _add_train, _add_test, _add_bench):
+    for add in (_add_synth, _add_prepare, _add_train, _add_test, _add_bench, _add_figures):
         add(commands)
     return parser
 

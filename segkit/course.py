@@ -152,3 +152,45 @@ def comparison_table(runs: dict[str, dict]):
         "mean acc": best_epoch(run)["val_mean_acc"],
         "mIoU": best_epoch(run)["val_miou"],
     } for name, run in runs.items()}).T
+
+
+def write_figures(course: Course, out: str | os.PathLike = "pics") -> list[Path]:
+    """Write the README's figures (PNG) from ``course.data`` and, where they exist, its trained runs.
+
+    Returns the paths written; the figures of notebooks 04–07 need their runs (``train_model``).
+    """
+    import json as json_module
+
+    import matplotlib.pyplot as plt
+
+    from segkit import viz
+    from segkit.engine import predict
+    from segkit.transforms import demo_transforms, denormalize
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train = CityscapesSegmentation(course.data, "train")
+    manifest = json_module.loads((course.data / MANIFEST).read_text())
+    figures = {
+        "02_samples.png": viz.sample_grid(train, [0, 1]),
+        "02_class_distribution.png": viz.class_distribution(
+            {split: manifest["class_pixels"][split] for split in ("train", "val")}),
+        "03_augmentation.png": viz.augmentation_grid(*train.load(1), demo_transforms(size=(256, 128))),
+    }
+    runs = {name: load_run(course, name) for name in ("my_fcn", "unet", "deeplabv3plus")}
+    runs = {name: run for name, run in runs.items() if run is not None}
+    if runs:
+        figures["07_training_curves.png"] = viz.training_curves(
+            {name: run[1]["history"] for name, run in runs.items()})
+        val = course.validation_set()
+        images, targets = zip(*(val[i] for i in range(2)), strict=True)
+        batch = torch.stack(images)
+        figures["07_predictions.png"] = viz.predictions_grid(
+            [denormalize(i) for i in images], targets,
+            {name: list(predict(model, batch)) for name, (model, _) in runs.items()})
+    written = []
+    for name, figure in figures.items():
+        figure.savefig(out / name, dpi=80, bbox_inches="tight")
+        plt.close(figure)
+        written.append(out / name)
+    return written

@@ -90,3 +90,12 @@ def test_bench_data_prints_json_figures(tmp_path, capsys):
     for key in ("prepared_samples_per_s", "raw_samples_per_s", "speedup", "synth_frames_per_s",
                 "prepare_frames_per_s"):
         assert figures[key] > 0
+
+
+def test_figures_command_writes_the_data_figures(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEGKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert main(["figures", "--profile", "ci", "--out", str(tmp_path / "pics")]) == 0
+    written = sorted(p.name for p in (tmp_path / "pics").iterdir())
+    assert written == ["02_class_distribution.png", "02_samples.png", "03_augmentation.png"]
+    assert all((tmp_path / "pics" / name).read_bytes()[:4] == b"\x89PNG" for name in written)
