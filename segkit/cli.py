@@ -190,6 +190,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--continue_training", "--resume", dest="resume", action="store_true",
                         help="continue from OUT/last.pt exactly where it stopped")
     parser.add_argument("--size", type=_size, metavar="WxH", help="training crop, e.g. 512x256")
+    parser.add_argument("--base-height", type=int,
+                        help="frame height at scale 1 before the random crop (default: crop height)")
+    parser.add_argument("--val-size", type=_size, metavar="WxH",
+                        help="validation resolution (default: --size)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--accumulate", type=int, help="gradient accumulation steps")
     parser.add_argument("--optimizer", choices=OPTIMIZERS)
@@ -231,9 +235,9 @@ def _model_options(args) -> dict:
 def _run_train(args) -> int:
     from segkit.training import train
 
-    fields = ("epochs", "lr", "size", "batch_size", "accumulate", "optimizer", "scheduler",
-              "warmup_iters", "loss", "gamma", "amp", "device", "num_workers", "seed", "max_iters",
-              "oom", "label_scheme")
+    fields = ("epochs", "lr", "size", "base_height", "val_size", "batch_size", "accumulate",
+              "optimizer", "scheduler", "warmup_iters", "loss", "gamma", "amp", "device",
+              "num_workers", "seed", "max_iters", "oom", "label_scheme")
     changes = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if args.class_weights:
         changes["class_weights"] = True

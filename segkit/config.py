@@ -31,6 +31,8 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)  # keyword options of build_model
     data: str | None = None  # prepared or official root; None: the synthetic default set
     size: tuple[int, int] = (512, 256)  # training crop (width, height)
+    base_height: int | None = None  # frame height at scale 1 before the crop (None: crop height)
+    val_size: tuple[int, int] | None = None  # validation resolution (None: size)
     epochs: int = 500  # the original study trained 500 epochs
     batch_size: int = 8
     lr: float = 1e-3
@@ -64,6 +66,10 @@ class TrainConfig:
         if isinstance(self.size, str):
             self.size = parse_size(self.size)
         self.size = tuple(self.size)
+        if isinstance(self.val_size, str):
+            self.val_size = parse_size(self.val_size)
+        if self.val_size is not None:
+            self.val_size = tuple(self.val_size)
         for name, value, choices in (("scheduler", self.scheduler, SCHEDULERS),
                                      ("optimizer", self.optimizer, OPTIMIZERS),
                                      ("amp", self.amp, AMP_MODES),

@@ -63,8 +63,8 @@ class Course:
         return profile_config(model, self.profile.name, out=str(self.run_dir(model)), **changes)
 
     def validation_set(self, size: tuple[int, int] | None = None) -> CityscapesSegmentation:
-        """The validation split, resized to the profile's training size, normalised for models."""
-        size = size or self.profile.train["size"]
+        """The validation split at the profile's validation size, normalised for models."""
+        size = size or self.profile.train.get("val_size") or self.profile.train["size"]
         return CityscapesSegmentation(self.data, "val", eval_transforms(size=size))
 
 

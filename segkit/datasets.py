@@ -189,14 +189,16 @@ def ensure_synthetic(profile, root: str | os.PathLike | None = None, progress: b
 def build_loaders(root: str | os.PathLike, config) -> tuple[DataLoader, DataLoader]:
     """Training and validation loaders of ``root`` for a ``segkit.config.TrainConfig``.
 
-    Training samples get ``train_transforms(size=config.size)`` and are shuffled; validation
-    samples are resized to ``config.size`` (labels nearest), a quick whole-image score.
+    Training samples get ``train_transforms(size=config.size, base_height=config.base_height)``
+    and are shuffled; validation samples are resized to ``config.val_size`` (default
+    ``config.size``; labels nearest), a quick whole-image score.
     """
     from segkit.transforms import eval_transforms, train_transforms
 
-    train_set = CityscapesSegmentation(root, "train", train_transforms(size=config.size),
-                                       label_scheme=config.label_scheme)
-    val_set = CityscapesSegmentation(root, "val", eval_transforms(size=config.size),
+    train_set = CityscapesSegmentation(
+        root, "train", train_transforms(size=config.size, base_height=config.base_height),
+        label_scheme=config.label_scheme)
+    val_set = CityscapesSegmentation(root, "val", eval_transforms(size=config.val_size or config.size),
                                      label_scheme=config.label_scheme)
     pin = torch.cuda.is_available()
     # a last batch of one image would break batch norm in DeepLab's image-pooling branch

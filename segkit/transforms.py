@@ -29,17 +29,21 @@ def to_model_input() -> v2.Compose:
     ])
 
 
-def train_transforms(*, size: tuple[int, int] = (512, 256), scale: tuple[float, float] = (0.5, 2.0),
-                     hflip: float = 0.5, jitter: float = 0.3) -> v2.Compose:
+def train_transforms(*, size: tuple[int, int] = (512, 256), base_height: int | None = None,
+                     scale: tuple[float, float] = (0.5, 2.0), hflip: float = 0.5,
+                     jitter: float = 0.3) -> v2.Compose:
     """Training preset: random scale, random crop to ``size``, flip, colour jitter, normalise.
 
-    The frame's shorter side is resized to ``height × s`` with ``s`` uniform in ``scale``, then a
-    ``size`` crop is taken (padded with ignore where the scaled frame is smaller), so the same preset
-    serves prepared 512×256 files and raw 2048×1024 ones. ``jitter`` = 0 disables colour jitter.
+    The frame's shorter side is resized to ``base_height × s`` with ``s`` uniform in ``scale``
+    (``base_height`` defaults to the crop height), then a ``size`` crop is taken (padded with ignore
+    where the scaled frame is smaller), so the same preset serves prepared 512×256 files and raw
+    2048×1024 ones. A ``base_height`` above the crop height trains on crops nearer full resolution,
+    which keeps thin objects visible. ``jitter`` = 0 disables colour jitter.
     """
     width, height = size
+    base = base_height or height
     steps = [
-        v2.RandomResize(round(height * scale[0]), round(height * scale[1]) + 1),
+        v2.RandomResize(round(base * scale[0]), round(base * scale[1]) + 1),
         v2.RandomCrop((height, width), pad_if_needed=True, fill=PAD_FILL),
         v2.RandomHorizontalFlip(hflip),
     ]

@@ -108,3 +108,16 @@ def test_denormalize_round_trips_uint8():
     image, mask = blocky_sample()
     normalised, _ = eval_transforms()(image, mask)
     assert np.array_equal(denormalize(normalised).numpy(), image.numpy())
+
+
+def test_base_height_sets_the_scale_before_cropping():
+    image, mask = coordinate_sample()
+    native = train_transforms(size=(64, 32), base_height=128, scale=(1.0, 1.0), hflip=0, jitter=0)
+    halved = train_transforms(size=(64, 32), scale=(1.0, 1.0), hflip=0, jitter=0)  # base: 32 rows
+    steps = {}
+    for name, preset in (("native", native), ("halved", halved)):
+        torch.manual_seed(0)
+        x = denormalize(preset(image, mask)[0]).long()[0]  # red channel: source column
+        steps[name] = (x[:, 1:] - x[:, :-1]).float().mean().item()
+    assert steps["native"] == pytest.approx(1.0, abs=0.05)  # neighbours one source pixel apart
+    assert steps["halved"] == pytest.approx(4.0, abs=0.3)  # 128 rows shown in 32
