@@ -281,6 +281,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     weights = (dataset_class_weights(train_loader.dataset, num_classes).to(device)
                if config.class_weights else None)
     criterion = build_loss(config.loss, gamma=config.gamma, class_weights=weights)
+    if val_loader is not None:
+        check_has_labels(val_loader.dataset)  # before training, not after the first epoch
     if resume is not None:
         _restore(state, load_checkpoint(resume, device))
     for callback in callbacks:
@@ -295,7 +297,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         if val_loader is not None and (state.epoch + 1) % config.val_every == 0:
             scores = evaluate(model, val_loader, num_classes=num_classes, device=device,
                               amp=config.amp, max_batches=config.max_val_batches, state=state)
-            row.update({f"val_{k}": v for k, v in _plain(scores).items() if k != "confusion"})
+            del scores["confusion"]  # kept by evaluate for callers; a history row stays small
+            row.update({f"val_{k}": v for k, v in _plain(scores).items()})
         state.epoch += 1
         state.history.append(row)
         for callback in callbacks:
@@ -420,10 +423,12 @@ def evaluate(model: nn.Module, loader: Iterable, *, num_classes: int | None = No
     """Score ``model`` on ``loader``: pixel_acc, mean_acc, iou (per class), miou, category scores,
     and the confusion matrix itself (``confusion``, (C, C) counts ``[target, prediction]``).
 
-    Refuses (``DataError``) a split whose labels are all ignore. With ``state`` (during ``fit``),
-    the first batch's first image, mask and prediction are kept for pictures (TensorBoard).
+    Refuses (``DataError``) a split whose labels are all ignore. With ``state`` (during ``fit``,
+    which checked the labels once already), the first batch's first image, mask and prediction are
+    kept for pictures (TensorBoard).
     """
-    check_has_labels(getattr(loader, "dataset", None))
+    if state is None:
+        check_has_labels(getattr(loader, "dataset", None))
     num_classes = num_classes or model_spec(model)["options"]["num_classes"]
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = autocast_dtype(amp, device)
