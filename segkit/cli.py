@@ -194,7 +194,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frame height at scale 1 before the random crop (default: crop height)")
     parser.add_argument("--val-size", type=_size, metavar="WxH",
                         help="validation resolution (default: --size)")
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--batch-size", type=int,
+                        help="frames per batch, per process under torchrun (default: the profile's)")
     parser.add_argument("--accumulate", type=int, help="gradient accumulation steps")
     parser.add_argument("--optimizer", choices=OPTIMIZERS)
     parser.add_argument("--scheduler", choices=SCHEDULERS)
@@ -205,6 +206,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight classes by the training label histogram")
     parser.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: auto)")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="under torchrun on GPUs: BatchNorm statistics over the global batch")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--workers", dest="num_workers", type=int, help="DataLoader workers")
     parser.add_argument("--seed", type=int)
@@ -243,6 +246,8 @@ def _run_train(args) -> int:
         changes["class_weights"] = True
     if args.channels_last:
         changes["channels_last"] = True
+    if args.sync_bn:
+        changes["sync_bn"] = True
     state = train(args.model, profile=args.profile, data=args.data, out=args.out,
                   log_dir=args.log_dir, resume=args.resume, model_options=_model_options(args),
                   progress=not args.quiet, **changes)

@@ -34,7 +34,7 @@ class TrainConfig:
     base_height: int | None = None  # frame height at scale 1 before the crop (None: crop height)
     val_size: tuple[int, int] | None = None  # validation resolution (None: size)
     epochs: int = 500  # the original study trained 500 epochs
-    batch_size: int = 8
+    batch_size: int = 8  # per process: under torchrun the global batch is batch_size x processes
     lr: float = 1e-3
     weight_decay: float = 1e-5
     optimizer: str = "adam"  # adam | adamw | sgd (momentum 0.9)
@@ -48,6 +48,7 @@ class TrainConfig:
     class_weights: bool = False  # weight classes by the training label histogram
     amp: str = "auto"  # auto (CUDA: fp16/bf16; CPU: off) | off | fp16 | bf16
     channels_last: bool = False
+    sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics of the global batch
     accumulate: int = 1  # gradient accumulation steps per optimizer step
     grad_clip: float | None = None  # max gradient norm, None = no clipping
     num_workers: int = 2

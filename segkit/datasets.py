@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import tv_tensors
 
-from segkit import labels, layout
+from segkit import distributed, labels, layout
 from segkit.io import DataError, decode_image
 
 FLAT_SPLITS = {"train": "train", "val": "valid", "test": "test"}
@@ -192,6 +192,11 @@ def build_loaders(root: str | os.PathLike, config) -> tuple[DataLoader, DataLoad
     Training samples get ``train_transforms(size=config.size, base_height=config.base_height)``
     and are shuffled; validation samples are resized to ``config.val_size`` (default
     ``config.size``; labels nearest), a quick whole-image score.
+
+    Under torchrun each process loads its own share, ``config.batch_size`` frames per batch: the
+    training frames through a ``DistributedSampler`` (seeded by ``config.seed``, reshuffled by
+    ``fit`` every epoch), the validation frames through a ``segkit.distributed.ShardSampler``
+    (each frame in exactly one process).
     """
     from segkit.transforms import eval_transforms, train_transforms
 
@@ -201,10 +206,15 @@ def build_loaders(root: str | os.PathLike, config) -> tuple[DataLoader, DataLoad
     val_set = CityscapesSegmentation(root, "val", eval_transforms(size=config.val_size or config.size),
                                      label_scheme=config.label_scheme)
     pin = torch.cuda.is_available()
+    train_sampler = val_sampler = None
+    if distributed.is_initialized():
+        train_sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed)
+        val_sampler = distributed.ShardSampler(val_set)
+    per_process = len(train_set if train_sampler is None else train_sampler)
     # a last batch of one image would break batch norm in DeepLab's image-pooling branch
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True,
-                              num_workers=config.num_workers, pin_memory=pin,
-                              drop_last=len(train_set) % config.batch_size == 1)
-    val_loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False,
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=train_sampler is None,
+                              sampler=train_sampler, num_workers=config.num_workers, pin_memory=pin,
+                              drop_last=per_process % config.batch_size == 1)
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, sampler=val_sampler,
                             num_workers=config.num_workers, pin_memory=pin)
     return train_loader, val_loader

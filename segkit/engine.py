@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from segkit import labels
+from segkit import distributed, labels
 from segkit.config import TrainConfig
 from segkit.io import DataError, atomic_write
 from segkit.labels import IGNORE_INDEX
@@ -38,7 +38,9 @@ OOM_ADVICE = ("CUDA ran out of memory. Try, in this order: a smaller --batch-siz
 # --- devices, seeds, precision ---------------------------------------------------------------
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU."""
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; under torchrun, this process's GPU or the CPU."""
+    if distributed.is_initialized():
+        return distributed.process_device(name)
     if name != "auto":
         return torch.device(name)
     if torch.cuda.is_available():
@@ -262,6 +264,10 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         callbacks: observers (progress, TensorBoard, plots, checkpoints: ``segkit.callbacks``).
         resume: a checkpoint (e.g. ``last.pt``) to continue from exactly where it stopped.
 
+    Under torchrun (``segkit.distributed.process_group``) the model is trained in
+    DistributedDataParallel, each process on its own share of the batches; losses and scores are
+    averaged or summed over processes, so every process holds the same history.
+
     Returns:
         The final ``FitState``; ``state.history`` holds one row of metrics per epoch and
         ``state.stop`` says why training ended early, if it did.
@@ -271,6 +277,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
+    model = distributed.wrap(model, device, sync_bn=config.sync_bn, oom=config.oom)  # DDP under torchrun
     num_classes = labels.num_classes(config.label_scheme)
     dtype = autocast_dtype(config.amp, device)
     steps_per_epoch = math.ceil(_iters_per_epoch(train_loader, config) / config.accumulate)
@@ -289,13 +296,14 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         callback.on_fit_start(state)
     while state.epoch < config.epochs and state.stop is None:
         started = time.perf_counter()
+        _start_epoch(state, train_loader)
         train_loss = _train_one_epoch(state, train_loader, criterion, dtype, callbacks)
         if state.stop is not None:
             break
         row = {"epoch": state.epoch + 1, "train_loss": train_loss,
                "lr": optimizer.param_groups[0]["lr"], "train_seconds": time.perf_counter() - started}
         if val_loader is not None and (state.epoch + 1) % config.val_every == 0:
-            scores = evaluate(model, val_loader, num_classes=num_classes, device=device,
+            scores = evaluate(_unwrap(model), val_loader, num_classes=num_classes, device=device,
                               amp=config.amp, max_batches=config.max_val_batches, state=state)
             del scores["confusion"]  # kept by evaluate for callers; a history row stays small
             row.update({f"val_{k}": v for k, v in _plain(scores).items()})
@@ -303,9 +311,24 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         state.history.append(row)
         for callback in callbacks:
             callback.on_epoch_end(state)
+        state.stop = distributed.first_set(state.stop)  # all processes stop together
     for callback in callbacks:
         callback.on_fit_end(state)
     return state
+
+
+def _start_epoch(state: FitState, loader: DataLoader) -> None:
+    """Reshuffle a distributed sampler for this epoch; under torchrun, reseed each process apart.
+
+    Every process starts from the same seed (the same initial weights), but augmentation and
+    DataLoader workers need different random streams per process; a seed of (seed, epoch, rank)
+    also makes a resumed multi-process run continue exactly.
+    """
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(state.epoch)
+    if distributed.is_initialized():
+        seed_everything(distributed.process_seed(state.config.seed, state.epoch), deterministic=False)
 
 
 def _iters_per_epoch(loader: DataLoader, config: TrainConfig) -> int:
@@ -342,6 +365,7 @@ def _train_one_epoch(state: FitState, loader: DataLoader, criterion: nn.Module,
                 break
             except torch.OutOfMemoryError as error:
                 splits = _after_oom(state, images, splits, error)
+        loss = distributed.all_reduce_mean(loss)  # the global batch's loss; NaN anywhere stops all
         if not math.isfinite(loss):
             state.stop = (f"loss became {loss} at epoch {state.epoch + 1}, batch {index + 1}; "
                           "stopped, keeping the last good checkpoint (try a lower --lr or --amp off)")
@@ -452,7 +476,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, num_classes: int | None = No
     scores = matrix.compute()
     scores["confusion"] = matrix.mat.cpu()
     scores["seconds"] = time.perf_counter() - started
-    scores["images"] = images_seen
+    scores["images"] = distributed.all_reduce_sum(images_seen)
     return scores
 
 

@@ -9,11 +9,19 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from segkit import labels
+from segkit import distributed, labels
 from segkit.callbacks import Checkpointer, PrintMetrics, ProgressBar, TensorBoardLogger
 from segkit.config import TrainConfig, get_profile, profile_config
 from segkit.datasets import CityscapesSegmentation, build_loaders, ensure_synthetic
-from segkit.engine import Callback, FitState, evaluate, fit, model_from_checkpoint, resolve_device
+from segkit.engine import (
+    Callback,
+    FitState,
+    evaluate,
+    fit,
+    model_from_checkpoint,
+    resolve_device,
+    seed_everything,
+)
 from segkit.io import DataError
 from segkit.metrics import format_table
 from segkit.models import build_model
@@ -42,7 +50,8 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
     """Train ``model`` under a profile: the synthetic set when ``data`` is None, checkpoints, logs.
 
     ``resume`` continues ``out/last.pt``; without it, an ``out`` that already holds a run is refused
-    rather than overwritten.
+    rather than overwritten. Under torchrun every process runs this (``segkit.distributed``): process
+    0 makes the data, prints, logs and checkpoints; ``callbacks`` run in every process.
     """
     config = train_config(model, profile=profile, data=data, out=out, log_dir=log_dir,
                           model_options=model_options, **changes)
@@ -52,17 +61,28 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
     if not resume and last.exists():
         raise DataError(f"{config.out}: already holds a run (last.pt); continue it with "
                         "-c/--continue_training or choose another --out")
-    root = config.data or ensure_synthetic(get_profile(profile), progress=progress)
-    config = config.replace(data=str(root))
-    train_loader, val_loader = build_loaders(root, config)
-    net = build_model(config.model, num_classes=labels.num_classes(config.label_scheme),
-                      **config.model_options)
-    _print_header(net, config, train_loader, val_loader)
-    observers = [ProgressBar(min(len(train_loader), config.max_iters or len(train_loader)),
-                             disable=not progress),
-                 PrintMetrics(), TensorBoardLogger(config.log_dir), Checkpointer(config.out),
-                 *callbacks]
-    return fit(net, train_loader, val_loader, config, observers, resume=last if resume else None)
+    with distributed.process_group(config.device):
+        main = distributed.is_main_process()
+        root = config.data or distributed.main_process_first(
+            lambda: ensure_synthetic(get_profile(profile), progress=progress and main))
+        config = config.replace(data=str(root))
+        train_loader, val_loader = build_loaders(root, config)
+        net = distributed.main_process_first(lambda: _build_model(config))  # weights made once
+        observers = []
+        if main:
+            _print_header(net, config, train_loader, val_loader)
+            observers = [ProgressBar(min(len(train_loader), config.max_iters or len(train_loader)),
+                                     disable=not progress),
+                         PrintMetrics(), TensorBoardLogger(config.log_dir), Checkpointer(config.out)]
+        return fit(net, train_loader, val_loader, config, [*observers, *callbacks],
+                   resume=last if resume else None)
+
+
+def _build_model(config: TrainConfig):
+    """The config's model, initialised from its seed (so every process starts from the same weights)."""
+    seed_everything(config.seed, config.deterministic)
+    return build_model(config.model, num_classes=labels.num_classes(config.label_scheme),
+                       **config.model_options)
 
 
 def _print_header(net, config: TrainConfig, train_loader: DataLoader, val_loader: DataLoader) -> None:
@@ -70,9 +90,17 @@ def _print_header(net, config: TrainConfig, train_loader: DataLoader, val_loader
     width, height = config.size
     print(f"training {config.model} ({params / 1e6:.2f} M parameters) on {config.data}: "
           f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val frames at "
-          f"{width}x{height}, batch {config.batch_size}, {config.epochs} epochs, "
+          f"{width}x{height}, {_batch(config)}, {config.epochs} epochs, "
           f"device {resolve_device(config.device)}; checkpoints in {config.out}, "
           f"TensorBoard logs in {config.log_dir}", flush=True)
+
+
+def _batch(config: TrainConfig) -> str:
+    processes = distributed.world_size()
+    if processes == 1:
+        return f"batch {config.batch_size}"
+    return (f"batch {config.batch_size} per process x {processes} processes "
+            f"= {config.batch_size * processes}")
 
 
 def test(checkpoint: str | os.PathLike, *, model: str | None = None,
