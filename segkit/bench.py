@@ -211,6 +211,9 @@ def _peak_cpu_bytes(fn: Callable[[], None]) -> int:
     The profiler writes one ``[memory]`` event per allocation (+bytes) and free (-bytes); its
     Chrome trace is the public way to read them in time order.
     """
+    # Kineto logs every profiler start and stop to stderr (and, on CUDA builds without a GPU, an
+    # error); level 6 is above all of its levels.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                                 profile_memory=True) as prof:
         fn()

@@ -1,4 +1,4 @@
-"""The command line: ``python -m segkit {synth,prepare,train,test,bench,figures} …`` (``--help`` on each)."""
+"""The command line: ``python -m segkit {synth,prepare,train,test,predict,export,bench,figures} …``."""
 
 from __future__ import annotations
 
@@ -257,25 +257,175 @@ def _run_train(args) -> int:
 def _add_test(commands) -> None:
     parser = commands.add_parser(
         "test", help="score a checkpoint on a labelled split",
-        description="Print global accuracy, mean accuracy, mIoU and the per-class IoU table of a "
-                    "checkpoint on a split with labels (val; the test split has none).")
+        description="Print global accuracy, mean accuracy, mIoU, the per-class and per-category IoU "
+                    "tables, time and peak memory per frame of a checkpoint on a split with labels "
+                    "(val; the test split has none). Labels keep their resolution: predictions are "
+                    "resized to them. --save-labelids also writes the predictions in the official "
+                    "benchmark format (on the test split, only that).")
     parser.add_argument("-m", "--model", help="expected model name (checked against the checkpoint)")
     parser.add_argument("--checkpoint", required=True, help="a last.pt or best.pt")
     parser.add_argument("--data", help="prepared or official root (default: the checkpoint's)")
     parser.add_argument("--split", default="val", choices=layout.SPLITS)
-    parser.add_argument("--size", type=_size, metavar="WxH",
-                        help="resize images and labels to this size (default: the training size)")
+    _add_inference_arguments(
+        parser, size_help="whole: resize frames to this size (default: the checkpoint's validation "
+                          "size); slide: resize frames to this before sliding (default: full "
+                          "resolution). Labels are never resized")
+    parser.add_argument("--save-labelids", metavar="DIR",
+                        help="also write {city}_{seq}_{frame}_gtFine_labelIds.png predictions "
+                             "(official label ids, label resolution) into this new or empty folder")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=0)
     parser.set_defaults(run=_run_test)
 
 
+def _add_inference_arguments(parser: argparse.ArgumentParser, size_help: str) -> None:
+    """How the model sees a frame (``segkit.inference.Inference``), shared by test and predict."""
+    from segkit.inference import DEFAULT_SCALES, MODES, TTA
+
+    parser.add_argument("--mode", choices=MODES, default="whole",
+                        help="whole: the whole frame in one pass (fast); slide: windows over the "
+                             "frame at full resolution, overlaps averaged (the official protocol) "
+                             "(default: %(default)s)")
+    parser.add_argument("--size", type=_size, metavar="WxH", help=size_help)
+    parser.add_argument("--window", type=_size, metavar="WxH",
+                        help="slide: window size (default: the training crop size)")
+    parser.add_argument("--stride", type=_size, metavar="WxH",
+                        help="slide: step between windows (default: 2/3 of the window)")
+    parser.add_argument("--tta", type=_choices(TTA), default=[], metavar="flip,ms",
+                        help="test-time augmentation: flip (also the mirrored frame), ms "
+                             "(multi-scale) or both; probabilities are averaged")
+    parser.add_argument("--scales", type=_floats, metavar="S,S,…",
+                        help="with --tta ms: frame scale factors (default: "
+                             f"{','.join(map(str, DEFAULT_SCALES))}; the DeepLab papers use "
+                             "0.5,0.75,1.0,1.25,1.5,1.75)")
+
+
+def _choices(allowed: Sequence[str]):
+    """An argparse type for a comma-separated list of ``allowed`` words."""
+    def parse(text: str) -> list[str]:
+        words = [word for word in text.split(",") if word]
+        unknown = [word for word in words if word not in allowed]
+        if unknown or not words:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of "
+                                             f"{', '.join(allowed)}, got {text!r}")
+        return words
+    return parse
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas (e.g. 0.75,1,1.25), "
+                                         f"got {text!r}") from None
+
+
+def _inference_options(args) -> dict:
+    return {"mode": args.mode, "size": args.size, "window": args.window, "stride": args.stride,
+            "tta": args.tta, "scales": args.scales}
+
+
 def _run_test(args) -> int:
     from segkit.training import test
 
-    test(args.checkpoint, model=args.model, data=args.data, split=args.split, size=args.size,
-         batch_size=args.batch_size, device=args.device, num_workers=args.workers)
+    test(args.checkpoint, model=args.model, data=args.data, split=args.split,
+         save_labelids=args.save_labelids, batch_size=args.batch_size, device=args.device,
+         num_workers=args.workers, **_inference_options(args))
+    return 0
+
+
+def _add_predict(commands) -> None:
+    parser = commands.add_parser(
+        "predict", help="segment your own images with a checkpoint",
+        description="Segment image files (PNG, JPEG, … of any size; greyscale and RGBA are "
+                    "converted) or folders of them, searched recursively. Writes three PNGs per "
+                    "image into --out, at the image's size: NAME_color.png (class colours), "
+                    "NAME_overlay.png (colours over the image) and NAME_trainIds.png (class "
+                    "indices). Unreadable files are named and skipped, and the exit status is 1.")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    parser.add_argument("-m", "--model",
+                        help="expected model name (default: the one the checkpoint records)")
+    parser.add_argument("--checkpoint", required=True, help="a last.pt or best.pt")
+    parser.add_argument("--out", required=True, help="output folder (new, empty or an earlier run)")
+    _add_inference_arguments(
+        parser, size_help="whole: fit each image inside this size, keeping its aspect ratio "
+                          "(default: the checkpoint's validation size); slide: likewise before "
+                          "sliding (default: the image's own size)")
+    parser.add_argument("--alpha", type=float, default=0.5,
+                        help="opacity of the class colours in the overlay (default: %(default)s)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_predict)
+
+
+def _run_predict(args) -> int:
+    from segkit.config import TrainConfig
+    from segkit.engine import model_from_checkpoint, resolve_device
+    from segkit.inference import OUTPUT_SUFFIXES, Inference, predict_files
+
+    net, saved = model_from_checkpoint(args.checkpoint, expected=args.model)
+    config = TrainConfig.from_dict(saved["config"])
+    inference = Inference.for_checkpoint(config, keep_ratio=True, **_inference_options(args))
+    device = resolve_device(args.device)
+    report = predict_files(net.to(device), args.inputs, args.out, inference=inference,
+                           scheme=config.label_scheme, alpha=args.alpha, device=device,
+                           progress=not args.quiet,
+                           options={"checkpoint": str(args.checkpoint), "model": saved["model_name"]})
+    print(f"{saved['model_name']} ({inference.describe()}): {len(report.written)} images segmented "
+          f"into {args.out} (NAME{', NAME'.join(OUTPUT_SUFFIXES.values())})")
+    for _path, reason in report.failed:
+        print(f"segkit predict: skipped {reason}", file=sys.stderr)
+    if report.failed:
+        print(f"segkit predict: {len(report.failed)} of {len(report.failed) + len(report.written)} "
+              "inputs could not be read", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _add_export(commands) -> None:
+    parser = commands.add_parser(
+        "export", help="export a checkpoint to ONNX, checked against PyTorch",
+        description="Write the checkpoint's model as ONNX (input 'image' (N, 3, H, W) normalised "
+                    "with the ImageNet mean and std, output 'logits' (N, C, H, W); batch, height "
+                    "and width dynamic), then run it with ONNX Runtime against PyTorch on random "
+                    "inputs: the exit status is 1 if fewer than 99.9 %% of the argmax classes "
+                    "agree. Needs the optional packages: pip install 'segkit[export]'.")
+    parser.add_argument("-m", "--model",
+                        help="expected model name (default: the one the checkpoint records)")
+    parser.add_argument("--checkpoint", required=True, help="a last.pt or best.pt")
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    parser.add_argument("--size", type=_size, metavar="WxH",
+                        help="example input size (default: the checkpoint's validation size)")
+    parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.set_defaults(run=_run_export)
+
+
+def _run_export(args) -> int:
+    from segkit.config import TrainConfig
+    from segkit.engine import model_from_checkpoint
+    from segkit.export import EXTRA, check_parity, export_onnx, missing_packages
+
+    net, saved = model_from_checkpoint(args.checkpoint, expected=args.model)
+    config = TrainConfig.from_dict(saved["config"])
+    size = args.size or config.val_size or config.size
+    path = export_onnx(net, args.out, size=size, opset=args.opset, overwrite=args.overwrite,
+                       metadata={"segkit_model": saved["model_name"],
+                                 "segkit_options": json.dumps(saved["model_options"]),
+                                 "label_scheme": config.label_scheme})
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB): {saved['model_name']}, input "
+          "'image' (N, 3, H, W) float normalised with the ImageNet mean and std, output 'logits' "
+          "(N, C, H, W); batch, height and width dynamic")
+    if missing_packages("onnxruntime"):
+        print(f"parity not checked: onnxruntime is not installed ({EXTRA})")
+        return 0
+    results = check_parity(net, path, size=size)
+    for result in results:
+        print(f"parity {result}")
+    if not all(result.ok for result in results):
+        print("segkit export: the ONNX model disagrees with PyTorch (argmax agreement below "
+              "99.9 %)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -301,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``segkit`` argument parser with all sub-commands."""
     parser = argparse.ArgumentParser(prog="segkit", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_synth, _add_prepare, _add_train, _add_test, _add_bench, _add_figures):
+    for add in (_add_synth, _add_prepare, _add_train, _add_test, _add_predict, _add_export,
+                _add_bench, _add_figures):
         add(commands)
     return parser
 

@@ -2,7 +2,10 @@
 
 ``fit`` trains with a ``TrainConfig``; progress bars, TensorBoard, live plots and checkpoints are
 callbacks (``segkit.callbacks``) that observe a ``FitState``. ``evaluate`` scores a model under
-``torch.inference_mode``. Checkpoints hold plain data only and load with ``weights_only=True``.
+``torch.inference_mode``, as it comes or through a test-time recipe (``segkit.inference.Inference``:
+sliding window, flip, multi-scale); ``predict`` gives class maps of image tensors, and
+``segkit.inference.predict_files`` of image files. Checkpoints hold plain data only and load with
+``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +31,10 @@ from segkit.labels import IGNORE_INDEX
 from segkit.losses import build_loss, class_weights_from_histogram, label_histogram
 from segkit.metrics import ConfusionMatrix
 from segkit.models import build_model, model_spec
+from segkit.models.registry import resolve_name
+
+if TYPE_CHECKING:  # segkit.inference builds on this module
+    from segkit.inference import Inference
 
 CHECKPOINT_FORMAT = "segkit-checkpoint/1"
 OOM_ADVICE = ("CUDA ran out of memory. Try, in this order: a smaller --batch-size (with --accumulate "
@@ -232,10 +239,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return checkpoint
 
 
-def model_from_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-                          ) -> tuple[nn.Module, dict]:
-    """Rebuild the model of a checkpoint through the registry, with its weights; in eval mode."""
+def model_from_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                          *, expected: str | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the model of a checkpoint through the registry, with its weights; in eval mode.
+
+    ``expected`` (a model name or alias, e.g. from ``-m``) must name the checkpoint's model.
+    """
     checkpoint = load_checkpoint(path, map_location)
+    if expected is not None and resolve_name(expected) != checkpoint["model_name"]:
+        raise DataError(f"{path}: holds a {checkpoint['model_name']} model, not {expected}")
     model = build_model(checkpoint["model_name"], **checkpoint["model_options"])
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint
@@ -443,13 +455,21 @@ def check_has_labels(dataset, samples: int = 3) -> None:
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: Iterable, *, num_classes: int | None = None,
              device: torch.device | str | None = None, amp: str = "off",
-             max_batches: int | None = None, state: FitState | None = None) -> dict[str, Any]:
+             max_batches: int | None = None, state: FitState | None = None,
+             inference: Inference | None = None,
+             on_batch: Callable[[int, torch.Tensor], None] | None = None) -> dict[str, Any]:
     """Score ``model`` on ``loader``: pixel_acc, mean_acc, iou (per class), miou, category scores,
     and the confusion matrix itself (``confusion``, (C, C) counts ``[target, prediction]``).
 
     Refuses (``DataError``) a split whose labels are all ignore. With ``state`` (during ``fit``,
     which checked the labels once already), the first batch's first image, mask and prediction are
     kept for pictures (TensorBoard).
+
+    ``inference`` (a ``segkit.inference.Inference``: whole frame at a size, sliding window, flip
+    and multi-scale augmentation) says how the model sees each batch; its scores are resized to the
+    labels' size, so labels are never resized. Without it, the model's output on the batch as it
+    comes is scored (``fit``'s quick validation). ``on_batch(first, pred)`` receives every batch's
+    predictions (N, H, W) and the loader position of its first frame (e.g. to write them as files).
     """
     if state is None:
         check_has_labels(getattr(loader, "dataset", None))
@@ -464,7 +484,10 @@ def evaluate(model: nn.Module, loader: Iterable, *, num_classes: int | None = No
             break
         images, masks = images.to(device), masks.to(device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            pred = model(images).argmax(1)  # (N, H, W)
+            logits = model(images) if inference is None else inference(model, images, masks.shape[-2:])
+            pred = logits.argmax(1)  # (N, H, W)
+        if on_batch is not None:
+            on_batch(images_seen, pred)
         matrix.update(pred, masks)
         images_seen += len(images)
         if state is not None and index == 0:
@@ -482,13 +505,20 @@ def evaluate(model: nn.Module, loader: Iterable, *, num_classes: int | None = No
 
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 8,
-            device: torch.device | str | None = None, amp: str = "off") -> torch.Tensor:
-    """Class maps for normalised images: (N, 3, H, W) float -> (N, H, W) int64 on the CPU."""
+            device: torch.device | str | None = None, amp: str = "off",
+            inference: Inference | None = None) -> torch.Tensor:
+    """Class maps for normalised images: (N, 3, H, W) float -> (N, H, W) int64 on the CPU.
+
+    ``inference`` as in ``evaluate`` (maps come back at the images' size). For image files of any
+    size, with colour and overlay pictures, see ``segkit.inference.predict_files``.
+    """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = autocast_dtype(amp, device)
     model.eval()
     maps = []
     for chunk in images.split(batch_size):
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            maps.append(model(chunk.to(device)).argmax(1).cpu())  # (n, H, W)
+            chunk = chunk.to(device)
+            logits = model(chunk) if inference is None else inference(model, chunk)
+            maps.append(logits.argmax(1).cpu())  # (n, H, W)
     return torch.cat(maps)

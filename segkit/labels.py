@@ -75,14 +75,17 @@ def id_to_train_id_lut(scheme: str = "cityscapes19") -> np.ndarray:
     return lut
 
 
-def train_id_to_id_lut() -> np.ndarray:
-    """A 256-entry uint8 lookup table trainId -> labelId, for official-format predictions.
+def train_id_to_id_lut(scheme: str = "cityscapes19") -> np.ndarray:
+    """A 256-entry uint8 lookup table class index -> labelId, for official-format predictions.
 
-    ``IGNORE_INDEX`` maps to 0 ("unlabeled"), as cityscapesScripts expects for void pixels.
+    ``IGNORE_INDEX`` (and, under "original20", class 0 "unlabelled") maps to 0 ("unlabeled"), as
+    cityscapesScripts expects for void pixels.
     """
+    _check_scheme(scheme)
+    offset = int(scheme == "original20")
     lut = np.zeros(256, dtype=np.uint8)
     for c in TRAIN_CLASSES:
-        lut[c.train_id] = c.id
+        lut[c.train_id + offset] = c.id
     return lut
 
 

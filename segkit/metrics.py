@@ -203,3 +203,14 @@ def format_table(result: dict[str, Any], class_names: Sequence[str] = CLASS_NAME
 
 def _percent(value: float) -> str:
     return "   n/a" if math.isnan(value) else f"{100 * value:6.1f}"
+
+
+def format_categories(result: dict[str, Any]) -> str:
+    """The category IoU of ``ConfusionMatrix.compute()`` as a plain-text table, one row per
+    category ("" without categories)."""
+    if not result["category_iou"]:
+        return ""
+    width = max(len("category"), *(len(name) for name in result["category_iou"]))
+    lines = [f"{'category':<{width}}  {'IoU':>6}"]
+    lines += [f"{name:<{width}}  {_percent(iou)}" for name, iou in result["category_iou"].items()]
+    return "\n".join(lines)

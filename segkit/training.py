@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader
 
 from segkit import distributed, labels
@@ -16,14 +18,16 @@ from segkit.datasets import CityscapesSegmentation, build_loaders, ensure_synthe
 from segkit.engine import (
     Callback,
     FitState,
+    check_has_labels,
     evaluate,
     fit,
     model_from_checkpoint,
     resolve_device,
     seed_everything,
 )
+from segkit.inference import Inference, LabelIdWriter, write_label_ids
 from segkit.io import DataError
-from segkit.metrics import format_table
+from segkit.metrics import format_categories, format_table
 from segkit.models import build_model
 from segkit.models.registry import resolve_name
 from segkit.transforms import eval_transforms
@@ -104,24 +108,75 @@ def _batch(config: TrainConfig) -> str:
 
 
 def test(checkpoint: str | os.PathLike, *, model: str | None = None,
-         data: str | os.PathLike | None = None, split: str = "val",
-         size: tuple[int, int] | None = None, batch_size: int = 4, device: str = "auto",
-         num_workers: int = 0) -> dict[str, Any]:
-    """Score a checkpoint on ``split`` (resized to ``size`` or its training size); print the table."""
-    net, saved = model_from_checkpoint(checkpoint)
-    if model is not None and resolve_name(model) != saved["model_name"]:
-        raise DataError(f"{checkpoint}: holds a {saved['model_name']} model, not {model}")
+         data: str | os.PathLike | None = None, split: str = "val", mode: str = "whole",
+         size: tuple[int, int] | None = None, window: tuple[int, int] | None = None,
+         stride: tuple[int, int] | None = None, tta: Sequence[str] = (),
+         scales: Sequence[float] | None = None, save_labelids: str | os.PathLike | None = None,
+         batch_size: int = 4, device: str = "auto", num_workers: int = 0) -> dict[str, Any]:
+    """Score a checkpoint on ``split``; print the class and category tables, time and memory.
+
+    ``mode``, ``size``, ``window``, ``stride``, ``tta`` and ``scales`` choose how the model sees
+    each frame (``segkit.inference.Inference.for_checkpoint``: by default the whole frame at the
+    validation size the model was trained with); predictions are resized to the labels, which keep
+    their resolution. ``save_labelids`` writes every prediction as an official labelIds PNG into
+    that folder; on a split without labels (the test split, for the benchmark server) only that
+    is done and no scores are returned.
+    """
+    net, saved = model_from_checkpoint(checkpoint, expected=model)
     config = TrainConfig.from_dict(saved["config"])
     root = data or config.data
     if root is None:
         raise DataError(f"{checkpoint}: no dataset recorded; give --data")
-    dataset = CityscapesSegmentation(root, split, eval_transforms(size=size or config.size),
-                                     label_scheme=config.label_scheme)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    inference = Inference.for_checkpoint(config, mode=mode, size=size, window=window,
+                                         stride=stride, tta=tta, scales=scales)
+    dataset = CityscapesSegmentation(root, split, eval_transforms(), label_scheme=config.label_scheme)
+    labelled = _has_labels(dataset, refuse=save_labelids is None)
     run_device = resolve_device(device)
-    scores = evaluate(net.to(run_device), loader, device=run_device)
-    width, height = size or config.size
+    net.to(run_device)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    writer = None if save_labelids is None else LabelIdWriter(
+        save_labelids, dataset.images, scheme=config.label_scheme,
+        options={"checkpoint": str(checkpoint), "data": str(root), "split": split,
+                 "inference": asdict(inference)})
     print(f"{saved['model_name']} from {checkpoint} (epoch {saved['epoch']}) on {root} {split}: "
-          f"{len(dataset)} frames at {width}x{height}")
+          f"{len(dataset)} frames, {inference.describe()}", flush=True)
+    if not labelled:
+        written = write_label_ids(net, loader, writer, inference=inference, device=run_device)
+        print(f"{split} has no labels to score: wrote {written} labelIds PNGs into {save_labelids}")
+        return {}
+    scores = evaluate(net, loader, device=run_device, inference=inference, on_batch=writer)
     print(format_table(scores, labels.class_names(config.label_scheme)))
+    if scores["category_iou"]:
+        print("\n" + format_categories(scores))
+    peak, how = _peak_memory(net, dataset, inference, run_device)
+    print(f"\n{scores['seconds'] / scores['images']:.3f} s per frame ({scores['images']} frames, "
+          f"reading included); peak memory {peak / 2**20:.0f} MB for one frame ({how})")
+    if writer is not None:
+        print(f"wrote {writer.written} labelIds PNGs into {save_labelids} "
+              "(cityscapesScripts: CITYSCAPES_RESULTS=that folder csEvalPixelLevelSemanticLabeling)")
     return scores
+
+
+def _has_labels(dataset: CityscapesSegmentation, *, refuse: bool) -> bool:
+    """Whether ``dataset`` has labels to score; a split without them is refused if ``refuse``."""
+    try:
+        check_has_labels(dataset)
+    except DataError:
+        if refuse:
+            raise
+        return False
+    return True
+
+
+def _peak_memory(net, dataset: CityscapesSegmentation, inference: Inference,
+                 device: torch.device) -> tuple[int, str]:
+    """Peak bytes torch allocates to predict the first frame, and how they were measured."""
+    from segkit.bench import peak_bytes
+
+    image, mask = dataset[0]
+    batch = image[None].to(device)  # (1, 3, H, W)
+    with torch.inference_mode():
+        peak = peak_bytes(lambda: inference(net, batch, mask.shape[-2:]), device)
+    how = ("torch.cuda.max_memory_allocated" if device.type == "cuda"
+           else f"torch {device.type} allocations, profiled")
+    return peak, how

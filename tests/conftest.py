@@ -32,3 +32,23 @@ def prepared_root(synthetic_source, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared") / "full"
     prepare(synthetic_source, out, subset="full", progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(prepared_root, tmp_path_factory):
+    """Read-only: an untrained unet (base 4) checkpoint trained "on" ``prepared_root`` with 64x32
+    crops and 128x64 validation frames, for inference, prediction and export tests."""
+    import torch
+
+    from segkit.config import TrainConfig
+    from segkit.engine import FitState, build_optimizer, build_scheduler, save_checkpoint
+    from segkit.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("unet", base_channels=4)
+    config = TrainConfig(model="unet", model_options={"base_channels": 4}, size=(64, 32),
+                         val_size=(128, 64), data=str(prepared_root), num_workers=0)
+    optimizer = build_optimizer(net, config)
+    state = FitState(net, config, optimizer, build_scheduler(optimizer, config, 1),
+                     torch.amp.GradScaler("cpu", enabled=False), torch.device("cpu"), 19)
+    return save_checkpoint(tmp_path_factory.mktemp("checkpoint") / "unet.pt", state)

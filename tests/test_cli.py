@@ -2,14 +2,18 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from segkit import labels
 from segkit.cli import build_parser, main
+from segkit.datasets import CityscapesSegmentation
 from segkit.engine import load_checkpoint
 
 
-@pytest.mark.parametrize("command", [[], ["synth"], ["prepare"], ["train"], ["test"], ["bench"],
-                                     ["bench", "data"], ["bench", "train"]])
+@pytest.mark.parametrize("command", [[], ["synth"], ["prepare"], ["train"], ["test"], ["predict"],
+                                     ["export"], ["bench"], ["bench", "data"], ["bench", "train"]])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([*command, "--help"])
@@ -99,3 +103,50 @@ def test_figures_command_writes_the_data_figures(tmp_path, monkeypatch, capsys):
     written = sorted(p.name for p in (tmp_path / "pics").iterdir())
     assert written == ["02_class_distribution.png", "02_samples.png", "03_augmentation.png"]
     assert all((tmp_path / "pics" / name).read_bytes()[:4] == b"\x89PNG" for name in written)
+
+
+def test_test_command_slides_with_flip_and_writes_label_ids(tiny_checkpoint, prepared_root, tmp_path,
+                                                            capsys):
+    results = tmp_path / "results"
+    assert main(["test", "--checkpoint", str(tiny_checkpoint), "--mode", "slide", "--size", "128x64",
+                 "--tta", "flip", "--save-labelids", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "slide 64x32 windows, stride 43x22 over frames at 128x64, flip" in out
+    for line in ("mIoU", "category mIoU", "construction", "s per frame", "MB for one frame",
+                 "wrote 3 labelIds PNGs"):
+        assert line in out
+    frames = CityscapesSegmentation(prepared_root, "val").images
+    expected = [p.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png") for p in frames]
+    assert sorted(p.name for p in results.glob("*.png")) == sorted(expected)
+    with Image.open(results / expected[0]) as image:
+        assert image.mode == "L" and image.size == (256, 128)  # the labels' full resolution
+        assert set(np.unique(np.array(image))) <= labels.VALID_LABEL_IDS
+    assert main(["test", "--checkpoint", str(tiny_checkpoint), "--split", "test",
+                 "--save-labelids", str(tmp_path / "server")]) == 0  # no labels: files only
+    assert "test has no labels to score: wrote 3 labelIds PNGs" in capsys.readouterr().out
+    assert main(["test", "--checkpoint", str(tiny_checkpoint), "--scales", "0.5,1"]) == 2
+    assert "add --tta ms" in capsys.readouterr().err
+
+
+def test_predict_command_on_a_folder_with_a_damaged_file(tiny_checkpoint, prepared_root, tmp_path,
+                                                         capsys):
+    frame = sorted((prepared_root / "leftImg8bit" / "val").glob("*/*.png"))[0]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with Image.open(frame) as image:
+        image.save(photos / "frame.jpg", quality=90)
+        image.convert("RGBA").crop((0, 0, 200, 100)).save(photos / "cropped_rgba.png")
+    (photos / "damaged.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    out = tmp_path / "out"
+    assert main(["predict", str(photos), "--checkpoint", str(tiny_checkpoint), "--out", str(out),
+                 "--tta", "flip", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "damaged.jpg: cannot read image" in captured.err
+    assert "2 images segmented" in captured.out
+    for stem, size in (("frame", (256, 128)), ("cropped_rgba", (200, 100))):
+        for suffix in ("_color.png", "_overlay.png", "_trainIds.png"):
+            with Image.open(out / f"{stem}{suffix}") as image:
+                assert image.size == size
+    assert main(["predict", str(photos / "frame.jpg"), "-m", "my_fcn", "--checkpoint",
+                 str(tiny_checkpoint), "--out", str(tmp_path / "other")]) == 2
+    assert "holds a unet model, not my_fcn" in capsys.readouterr().err

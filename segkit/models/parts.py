@@ -15,7 +15,10 @@ def match_size(x: Tensor, like: Tensor) -> Tensor:
     skip, and negative pads crop in the rare opposite case.
     """
     dh, dw = like.shape[-2] - x.shape[-2], like.shape[-1] - x.shape[-1]
-    if dh == 0 and dw == 0:
+    # Exporters (ONNX, torch.export) record one example size: always padding, even by zero, keeps
+    # the recorded graph right for every input size (``segkit.export``).
+    exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
+    if dh == 0 and dw == 0 and not exporting:
         return x
     return F.pad(x, [dw // 2, dw - dw // 2, dh // 2, dh - dh // 2])
 

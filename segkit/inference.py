@@ -1,0 +1,371 @@
+"""How a trained model is applied at test time, and predictions written as files.
+
+``Inference`` is one recipe: the whole frame at a chosen size (fast) or a sliding window over the
+frame (the official protocol at full resolution), optionally with horizontal-flip and multi-scale
+test-time augmentation. Called on a batch, it returns class scores at whatever size the caller asks
+for, so scores are always taken against labels at their own resolution::
+
+    from segkit.engine import evaluate
+    from segkit.inference import Inference
+    scores = evaluate(model, loader, inference=Inference("slide", window=(512, 256), flip=True))
+
+``predict_files`` runs a model on image files of any size (a notebook's or ``segkit predict``'s);
+``LabelIdWriter`` writes predictions in the official benchmark format (labelIds PNGs named after
+the frame), which ``segkit test --save-labelids`` uses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from torch import Tensor, nn
+from torchvision import tv_tensors
+from tqdm.auto import tqdm
+
+from segkit import labels, layout
+from segkit.config import TrainConfig
+from segkit.engine import predict
+from segkit.io import DataError, claim_output_dir, write_png
+from segkit.transforms import to_model_input
+
+MODES = ("whole", "slide")
+TTA = ("flip", "ms")
+#: Multi-scale factors when none are given: a light set for modest hardware (the DeepLab papers
+#: use 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, about 9x the work of one pass).
+DEFAULT_SCALES = (0.75, 1.0, 1.25)
+#: Files a folder given to ``predict_files`` is searched for (any image Pillow reads works by name).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+PREDICT_MARKER = ".segkit-predict.json"
+LABEL_IDS_MARKER = ".segkit-labelids.json"
+
+
+@dataclass(frozen=True)
+class Inference:
+    """How a model sees a frame at test time; calling it gives class scores at a chosen size.
+
+    Sizes are ``(width, height)``, like ``--size 512x256``.
+    """
+
+    mode: str = "whole"  # whole: one pass over the (resized) frame | slide: windows over it
+    size: tuple[int, int] | None = None  # the frame is resized to this first (None: as given)
+    keep_ratio: bool = False  # with size: fit the frame inside it, keeping its aspect ratio
+    window: tuple[int, int] | None = None  # slide: window size
+    stride: tuple[int, int] | None = None  # slide: window step (None: 2/3 of the window)
+    flip: bool = False  # also predict the mirrored frame and average
+    scales: tuple[float, ...] = (1.0,)  # one pass per factor of the frame size, averaged
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown inference mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.mode == "slide" and self.window is None:
+            raise ValueError("sliding-window inference needs a window size (e.g. window=(512, 256))")
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"scales must be positive factors, got {self.scales}")
+        if self.stride is not None and self.window is not None and any(
+                s < 1 or s > w for s, w in zip(self.stride, self.window, strict=True)):
+            raise ValueError(f"stride {self.stride} must be between 1 and the window {self.window} "
+                             "(a larger step would leave pixels unseen)")
+
+    @classmethod
+    def for_checkpoint(cls, config: TrainConfig, *, mode: str = "whole",
+                       size: tuple[int, int] | None = None, window: tuple[int, int] | None = None,
+                       stride: tuple[int, int] | None = None, tta: Sequence[str] = (),
+                       scales: Sequence[float] | None = None, keep_ratio: bool = False) -> Inference:
+        """The recipe for a model trained with ``config``, defaults filled from it.
+
+        ``whole`` resizes frames to ``size`` (default: the validation size the model was trained
+        with); ``slide`` keeps the frame's resolution unless ``size`` is given and slides windows of
+        the training crop size (default) over it. ``tta`` holds "flip" and/or "ms" (multi-scale,
+        ``scales`` default ``DEFAULT_SCALES``).
+        """
+        unknown = set(tta) - set(TTA)
+        if unknown:
+            raise ValueError(f"unknown test-time augmentation {sorted(unknown)}; choose from {TTA}")
+        if scales is not None and "ms" not in tta:
+            raise ValueError("scales are used by multi-scale test-time augmentation: add --tta ms")
+        if mode == "whole":
+            if window is not None or stride is not None:
+                raise ValueError("a window and a stride are for sliding-window inference "
+                                 "(--mode slide)")
+            size = size or config.val_size or config.size
+        return cls(mode=mode, size=size, keep_ratio=keep_ratio,
+                   window=(window or config.size) if mode == "slide" else None, stride=stride,
+                   flip="flip" in tta,
+                   scales=tuple(scales or DEFAULT_SCALES) if "ms" in tta else (1.0,))
+
+    @property
+    def passes(self) -> int:
+        """Forward passes over each frame (times the windows in slide mode)."""
+        return len(self.scales) * (2 if self.flip else 1)
+
+    def describe(self) -> str:
+        """One line for logs, e.g. ``slide 512x256 windows, stride 342x171, flip, scales 0.75/1/1.25``."""
+        text = f"whole frame at {_wxh(self.size)}" if self.mode == "whole" else (
+            f"slide {_wxh(self.window)} windows, stride {_wxh(self.stride_of())}"
+            + (f" over frames at {_wxh(self.size)}" if self.size else " at full resolution"))
+        if self.size and self.keep_ratio:
+            text += " (aspect ratio kept)"
+        if self.flip:
+            text += ", flip"
+        if len(self.scales) > 1 or self.scales[0] != 1:
+            text += ", scales " + "/".join(f"{s:g}" for s in self.scales)
+        return text
+
+    def stride_of(self) -> tuple[int, int] | None:
+        """The slide step: ``stride``, or two thirds of the window (a third of overlap)."""
+        if self.window is None:
+            return None
+        return self.stride or tuple(max(1, math.ceil(2 * w / 3)) for w in self.window)
+
+    def base_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) a frame of ``height`` x ``width`` is brought to before scaling."""
+        if self.size is None:
+            return height, width
+        target_w, target_h = self.size
+        if not self.keep_ratio:
+            return target_h, target_w
+        factor = min(target_w / width, target_h / height)
+        return max(1, round(height * factor)), max(1, round(width * factor))
+
+    def __call__(self, model: nn.Module, images: Tensor,
+                 out_size: Sequence[int] | None = None) -> Tensor:
+        """Class scores of normalised images (N, 3, H, W) at ``out_size`` (default (H, W)).
+
+        Returns (N, C, *out_size) float32: the logits of a single pass, or the mean of the softmax
+        probabilities of several (flip, scales). Logits are resized bilinearly to ``out_size``, so
+        labels are never resized for scoring. Call it under ``torch.inference_mode()``.
+        """
+        out_size = tuple(out_size or images.shape[-2:])
+        base_h, base_w = self.base_size(*images.shape[-2:])
+        total = None
+        for scale in self.scales:
+            scaled = _resize(images, (max(1, round(base_h * scale)), max(1, round(base_w * scale))))
+            for flipped in (False, True)[: 1 + self.flip]:
+                view = scaled.flip(-1) if flipped else scaled
+                logits = self._forward(model, view)  # (N, C, h, w)
+                logits = _resize(logits.flip(-1) if flipped else logits, out_size)
+                if self.passes == 1:
+                    return logits
+                probabilities = logits.softmax(1)
+                total = probabilities if total is None else total.add_(probabilities)
+        return total / self.passes
+
+    def _forward(self, model: nn.Module, images: Tensor) -> Tensor:
+        if self.mode == "whole":
+            return model(images).float()
+        return slide(model, images, self.window, self.stride_of())
+
+
+def slide(model: nn.Module, images: Tensor, window: tuple[int, int],
+          stride: tuple[int, int]) -> Tensor:
+    """Logits (N, C, H, W) of images (N, 3, H, W) stitched from windows; overlaps averaged.
+
+    Windows of ``window`` (width, height) step by ``stride``; the last row and column are moved
+    back to end at the frame's edge (as mmsegmentation's slide inference does), so every pixel is
+    covered and no window is padded. A frame smaller than the window is one window.
+    """
+    height, width = images.shape[-2:]
+    total = count = None
+    for top in _starts(height, window[1], stride[1]):
+        for left in _starts(width, window[0], stride[0]):
+            crop = images[..., top:top + window[1], left:left + window[0]]
+            logits = model(crop).float()  # (N, C, h, w), h and w at most the window's
+            if total is None:
+                total = logits.new_zeros((*logits.shape[:2], height, width))
+                count = logits.new_zeros((1, 1, height, width))
+            h, w = logits.shape[-2:]
+            total[..., top:top + h, left:left + w] += logits
+            count[..., top:top + h, left:left + w] += 1
+    return total / count
+
+
+def _starts(length: int, window: int, stride: int) -> list[int]:
+    """Window offsets along one axis: every ``stride``, the last one flush with the end."""
+    if length <= window:
+        return [0]
+    steps = math.ceil((length - window) / stride)
+    return sorted({min(i * stride, length - window) for i in range(steps + 1)})
+
+
+def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinear resize of (N, C, H, W) to ``size`` (h, w); antialiased when shrinking (like
+    torchvision's Resize); unchanged when the size already matches."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x.float(), size=tuple(size), mode="bilinear", align_corners=False,
+                         antialias=shrink)
+
+
+def _wxh(size: Sequence[int] | None) -> str:
+    return "its own size" if size is None else f"{size[0]}x{size[1]}"
+
+
+# --- official benchmark format -------------------------------------------------------------------
+
+def frame_stem(image_path: str | os.PathLike) -> str:
+    """``frankfurt_000000_000294`` of ``…/frankfurt_000000_000294_leftImg8bit.png``; other names
+    lose only their extension."""
+    return Path(image_path).stem.removesuffix(Path(layout.IMAGE_SUFFIX).stem)
+
+
+class LabelIdWriter:
+    """Writes predictions of a dataset's frames as official labelIds PNGs, one per frame.
+
+    Files are named ``{city}_{seq}_{frame}_gtFine_labelIds.png`` (the cityscapesScripts evaluator
+    finds a frame's prediction by its ``{city}_{seq}_{frame}*.png`` name, anywhere under its results
+    folder): single-channel uint8 label ids at the prediction's (the label's) resolution, void
+    mapped to 0 ("unlabeled"). ``out`` must be new, empty or an earlier run of the same options.
+
+    Call it as ``writer(first_index, predictions)`` with the dataset index of the batch's first frame
+    and class maps (N, H, W): it is the ``on_batch`` hook of ``segkit.engine.evaluate``.
+    """
+
+    def __init__(self, out: str | os.PathLike, image_paths: Sequence[str | os.PathLike], *,
+                 scheme: str = "cityscapes19", options: dict[str, Any] | None = None):
+        self.out, self.image_paths = Path(out), list(image_paths)
+        self.lut = torch.from_numpy(labels.train_id_to_id_lut(scheme))
+        claim_output_dir(self.out, LABEL_IDS_MARKER, _plain({"scheme": scheme, **(options or {})}))
+        self.written = 0
+
+    def path(self, index: int) -> Path:
+        """Where frame ``index``'s prediction goes."""
+        return self.out / (frame_stem(self.image_paths[index]) + layout.LABEL_IDS_SUFFIX)
+
+    def __call__(self, first_index: int, predictions: Tensor) -> None:
+        ids = self.lut[predictions.cpu().long().clamp(0, 255)]  # (N, H, W) uint8 label ids
+        for offset, label_ids in enumerate(ids.numpy()):
+            write_png(self.path(first_index + offset), label_ids)
+            self.written += 1
+
+
+def write_label_ids(model: nn.Module, loader: Iterable, writer: LabelIdWriter, *,
+                    inference: Inference | None = None, device: torch.device | str | None = None,
+                    amp: str = "off") -> int:
+    """Predict every batch of an unshuffled, possibly unlabelled, loader into ``writer`` (the test
+    split for the benchmark server, which ``evaluate`` refuses to score); returns frames written."""
+    first = 0
+    for images, _masks in loader:
+        writer(first, predict(model, images, batch_size=len(images), device=device, amp=amp,
+                              inference=inference))
+        first += len(images)
+    return first
+
+
+# --- predictions on image files -------------------------------------------------------------------
+
+@dataclass
+class PredictionReport:
+    """What ``predict_files`` did: the output stems written, and the inputs it could not read."""
+
+    written: list[Path] = field(default_factory=list)  # out / stem; files are stem + OUTPUT_SUFFIXES
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # (input, reason naming it)
+
+
+#: The three files written per input image, by what they hold.
+OUTPUT_SUFFIXES = {"color": "_color.png", "overlay": "_overlay.png", "trainIds": "_trainIds.png"}
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB, upright as viewers show it (EXIF orientation applied);
+    greyscale, palette and RGBA (alpha dropped) images are converted. ``DataError`` naming the file
+    when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return np.array(ImageOps.exif_transpose(image).convert("RGB"))
+    except Exception as error:  # Pillow raises many kinds for damaged or foreign files
+        raise DataError(f"{path}: cannot read image ({error})") from error
+
+
+def find_images(inputs: Iterable[str | os.PathLike], *,
+                exclude: str | os.PathLike | None = None) -> list[tuple[Path, Path]]:
+    """(image, output stem) pairs of image files and folders (searched recursively, in order).
+
+    A file's outputs are named after it; a folder's keep their subfolders. Files under ``exclude``
+    (the output folder) are skipped; a path that does not exist is kept, to be reported by name.
+    ``DataError`` when two inputs would write the same outputs or when nothing is found.
+    """
+    skip = Path(exclude).resolve() if exclude is not None else None
+    pairs: list[tuple[Path, Path]] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                           and p.is_file() and (skip is None or skip not in p.resolve().parents))
+            pairs += [(p, p.relative_to(item).parent / frame_stem(p)) for p in found]
+        else:
+            pairs.append((item, Path(frame_stem(item))))
+    if not pairs:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in "
+                        f"{', '.join(map(str, inputs))}")
+    seen: dict[Path, Path] = {}
+    for image, stem in pairs:
+        if stem in seen:
+            raise DataError(f"{seen[stem]} and {image} would both write {stem}{OUTPUT_SUFFIXES['color']}; "
+                            "rename one or predict them into separate folders")
+        seen[stem] = image
+    return pairs
+
+
+def predict_files(model: nn.Module, inputs: Iterable[str | os.PathLike], out: str | os.PathLike,
+                  *, inference: Inference | None = None, scheme: str = "cityscapes19",
+                  alpha: float = 0.5, device: torch.device | str | None = None, amp: str = "off",
+                  progress: bool = True, options: dict[str, Any] | None = None) -> PredictionReport:
+    """Segment image files (PNG, JPEG, … of any size) and write three PNGs per image into ``out``.
+
+    ``{stem}_color.png``: class colours; ``{stem}_overlay.png``: colours blended over the image
+    (``alpha``); ``{stem}_trainIds.png``: the raw class indices (uint8, one channel). All are at
+    the input's size. ``inference`` says how the model sees each image (default: as it is, one
+    pass). Unreadable files are skipped and listed in the report; the rest are still written.
+    ``out`` must be new, empty or hold an earlier run with the same ``options`` (which describe the
+    model) and inference, so a user's folder is never overwritten.
+
+    Returns:
+        A ``PredictionReport``.
+    """
+    out = Path(out)
+    pairs = find_images(inputs, exclude=out)
+    inference = inference or Inference()
+    claim_output_dir(out, PREDICT_MARKER, _plain({"scheme": scheme, "alpha": alpha,
+                                                  "inference": asdict(inference),
+                                                  **(options or {})}))
+    to_input = to_model_input()
+    report = PredictionReport()
+    bar = tqdm(pairs, desc="predict", unit="image", disable=not progress or len(pairs) < 2)
+    for image_path, stem in bar:
+        try:
+            image = read_image(image_path)  # (H, W, 3) uint8
+        except DataError as error:
+            report.failed.append((image_path, str(error)))
+            continue
+        batch = to_input(tv_tensors.Image(image.transpose(2, 0, 1)))[None]  # (1, 3, H, W) float
+        classes = predict(model, batch, device=device, amp=amp, inference=inference)[0]  # (H, W)
+        classes = classes.to(torch.uint8).numpy()
+        _write_prediction(out / stem, image, classes, scheme, alpha)
+        report.written.append(out / stem)
+    return report
+
+
+def _write_prediction(stem: Path, image: np.ndarray, classes: np.ndarray, scheme: str,
+                      alpha: float) -> None:
+    """The three PNGs of one image (H, W, 3) and its class map (H, W)."""
+    from segkit.viz import overlay  # matplotlib is imported only where pictures are drawn
+
+    write_png(stem.with_name(stem.name + OUTPUT_SUFFIXES["color"]), labels.colorize(classes, scheme))
+    write_png(stem.with_name(stem.name + OUTPUT_SUFFIXES["overlay"]),
+              overlay(image, classes, alpha=alpha, scheme=scheme))
+    write_png(stem.with_name(stem.name + OUTPUT_SUFFIXES["trainIds"]), classes)
+
+
+def _plain(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as JSON gives them back (tuples become lists), so a re-run's marker compares equal."""
+    return json.loads(json.dumps(options, default=str))
