@@ -114,7 +114,7 @@ class Inference:
             f"slide {_wxh(self.window)} windows, stride {_wxh(self.stride_of())}"
             + (f" over frames at {_wxh(self.size)}" if self.size else " at full resolution"))
         if self.size and self.keep_ratio:
-            text += " (aspect ratio kept)"
+            text += " (fitted inside, aspect ratio kept)"
         if self.flip:
             text += ", flip"
         if len(self.scales) > 1 or self.scales[0] != 1:
