@@ -278,11 +278,14 @@ OUTPUT_SUFFIXES = {"color": "_color.png", "overlay": "_overlay.png", "trainIds":
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB, upright as viewers show it (EXIF orientation applied);
-    greyscale, palette and RGBA (alpha dropped) images are converted. ``DataError`` naming the file
-    when it cannot be read."""
+    greyscale (8 or 16 bits), palette and RGBA (alpha dropped) images are converted. ``DataError``
+    naming the file when it cannot be read."""
     try:
         with Image.open(path) as image:
-            return np.array(ImageOps.exif_transpose(image).convert("RGB"))
+            image = ImageOps.exif_transpose(image)
+            if image.mode.startswith("I;16"):  # Pillow's RGB conversion would clip, not scale
+                image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
+            return np.array(image.convert("RGB"))
     except Exception as error:  # Pillow raises many kinds for damaged or foreign files
         raise DataError(f"{path}: cannot read image ({error})") from error
 
@@ -295,9 +298,10 @@ def find_images(inputs: Iterable[str | os.PathLike], *,
     (the output folder) are skipped; a path that does not exist is kept, to be reported by name.
     ``DataError`` when two inputs would write the same outputs or when nothing is found.
     """
+    inputs = [Path(item) for item in inputs]
     skip = Path(exclude).resolve() if exclude is not None else None
     pairs: list[tuple[Path, Path]] = []
-    for item in map(Path, inputs):
+    for item in inputs:
         if item.is_dir():
             found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
                            and p.is_file() and (skip is None or skip not in p.resolve().parents))

@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from segkit import labels
 from segkit.engine import evaluate, predict
-from segkit.inference import Inference, LabelIdWriter, _starts, predict_files
+from segkit.inference import Inference, LabelIdWriter, _starts, predict_files, read_image
 from segkit.io import DataError
 
 
@@ -177,3 +177,11 @@ def test_predict_files_writes_every_readable_image_and_reports_the_rest(photos, 
         assert np.array(image).max() < 19
     with pytest.raises(DataError, match="already holds other data"):
         predict_files(pointwise(), [photos / "street.jpg"], photos, progress=False)
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped(tmp_path):
+    deep = np.arange(0, 65536, 256, dtype=np.uint16).reshape(16, 16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    rgb = read_image(tmp_path / "deep.png")
+    assert rgb.shape == (16, 16, 3) and rgb.dtype == np.uint8
+    assert (rgb[..., 0] == np.arange(256).reshape(16, 16)).all()
