@@ -9,6 +9,7 @@ history and timings under ``runs/course-{profile}/{model}``); 07 reads them with
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import warnings
@@ -104,6 +105,7 @@ def train_model(course: Course, model: str, *, live: bool = True, **changes: Any
     config = course.config(model, **changes)
     if "pretrained_backbone" in config.model_options:  # a course goes on without the download
         config = config.replace(model_options={**config.model_options, "allow_random_init": True})
+    print(f"{config.model}, profile {course.profile.name}: {config.summary()}")
     seed_everything(config.seed)
     train_loader, val_loader = build_loaders(course.data, config)
     net = build_model(config.model, num_classes=labels.NUM_CLASSES, **config.model_options)
@@ -139,8 +141,21 @@ def best_epoch(run: dict) -> dict:
     return max(run["history"], key=lambda row: row.get("val_miou", -1.0))
 
 
+#: Classes that cover much of every street scene, and thin or small ones that separate the models.
+LARGE_CLASSES = ("road", "building", "vegetation", "sky")
+THIN_CLASSES = ("pole", "traffic sign", "person", "bicycle")
+
+
+def group_iou(ious, names: tuple[str, ...]) -> float:
+    """Mean IoU over the classes ``names`` (absent classes, None or NaN, left out)."""
+    picked = [ious[labels.CLASS_NAMES.index(name)] for name in names]
+    values = [v for v in picked if v is not None and not math.isnan(v)]
+    return sum(values) / len(values) if values else float("nan")
+
+
 def comparison_table(runs: dict[str, dict]):
-    """A pandas table, one row per model: size, cost, speed, memory and best validation scores."""
+    """A pandas table, one row per model: size, cost, speed, memory and best validation scores,
+    with the mean IoU of the large and of the thin classes."""
     import pandas as pd
 
     return pd.DataFrame({name: {
@@ -151,26 +166,30 @@ def comparison_table(runs: dict[str, dict]):
         "global acc": best_epoch(run)["val_pixel_acc"],
         "mean acc": best_epoch(run)["val_mean_acc"],
         "mIoU": best_epoch(run)["val_miou"],
+        "IoU large classes": group_iou(best_epoch(run)["val_iou"], LARGE_CLASSES),
+        "IoU thin classes": group_iou(best_epoch(run)["val_iou"], THIN_CLASSES),
     } for name, run in runs.items()}).T
 
 
 def write_figures(course: Course, out: str | os.PathLike = "pics") -> list[Path]:
     """Write the README's figures (PNG) from ``course.data`` and, where they exist, its trained runs.
 
-    Returns the paths written; the figures of notebooks 04–07 need their runs (``train_model``).
+    Returns the paths written; the figures of notebooks 04–07 need their runs (``train_model``):
+    my_fcn's learning curves, U-Net's confusion matrix, DeepLabV3+'s mask browser on its worst
+    validation frame, and 07's curves, per-class IoU and predictions side by side.
     """
-    import json as json_module
-
     import matplotlib.pyplot as plt
+    from torch.utils.data import DataLoader
 
     from segkit import viz
-    from segkit.engine import predict
-    from segkit.transforms import demo_transforms, denormalize
+    from segkit.engine import evaluate
+    from segkit.transforms import demo_transforms
+    from segkit.widgets import MaskBrowser, predict_samples
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     train = CityscapesSegmentation(course.data, "train")
-    manifest = json_module.loads((course.data / MANIFEST).read_text())
+    manifest = json.loads((course.data / MANIFEST).read_text())
     figures = {
         "02_samples.png": viz.sample_grid(train, [0, 1]),
         "02_class_distribution.png": viz.class_distribution(
@@ -179,18 +198,30 @@ def write_figures(course: Course, out: str | os.PathLike = "pics") -> list[Path]
     }
     runs = {name: load_run(course, name) for name in ("my_fcn", "unet", "deeplabv3plus")}
     runs = {name: run for name, run in runs.items() if run is not None}
+    val = course.validation_set()
+    if "my_fcn" in runs:
+        figures["04_my_fcn_curves.png"] = viz.training_curves({"my_fcn": runs["my_fcn"][1]["history"]})
+    if "unet" in runs:
+        scores = evaluate(runs["unet"][0], DataLoader(val, batch_size=4))
+        figures["05_unet_confusion.png"] = viz.confusion_matrix(scores["confusion"])
+    if "deeplabv3plus" in runs:
+        figures["06_deeplabv3plus_browser.png"] = MaskBrowser.from_model(
+            runs["deeplabv3plus"][0], val, order="worst").png
     if runs:
         figures["07_training_curves.png"] = viz.training_curves(
-            {name: run[1]["history"] for name, run in runs.items()})
-        val = course.validation_set()
-        images, targets = zip(*(val[i] for i in range(2)), strict=True)
-        batch = torch.stack(images)
+            {name: run["history"] for name, (_, run) in runs.items()})
+        figures["07_per_class_iou.png"] = viz.per_class_iou(
+            {name: best_epoch(run)["val_iou"] for name, (_, run) in runs.items()})
+        outputs = {name: predict_samples(model, val, count=3) for name, (model, _) in runs.items()}
+        images, targets, _ = next(iter(outputs.values()))
         figures["07_predictions.png"] = viz.predictions_grid(
-            [denormalize(i) for i in images], targets,
-            {name: list(predict(model, batch)) for name, (model, _) in runs.items()})
+            images, targets, {name: predicted for name, (_, _, predicted) in outputs.items()})
     written = []
     for name, figure in figures.items():
-        figure.savefig(out / name, dpi=80, bbox_inches="tight")
-        plt.close(figure)
+        if isinstance(figure, bytes):  # a widget's picture, already PNG
+            (out / name).write_bytes(figure)
+        else:
+            figure.savefig(out / name, dpi=80, bbox_inches="tight")
+            plt.close(figure)
         written.append(out / name)
     return written

@@ -393,3 +393,11 @@ def test_download_runs_under_a_socket_timeout_then_restores_it() -> None:
         dl._download_state_dict(FakeWeights())
     assert seen == [dl.DOWNLOAD_TIMEOUT_S]
     assert socket.getdefaulttimeout() == before
+
+
+def test_mobilenet_backbone_batch_norm_uses_torch_default_momentum() -> None:
+    # torchvision's 0.01 leaves a random backbone's running statistics far behind its weights after
+    # a CPU course's few hundred steps, and evaluation-mode predictions collapse.
+    model = build_model("deeplab", backbone="mobilenet_v3_large")
+    momenta = {m.momentum for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert momenta == {0.1}

@@ -1,0 +1,33 @@
+"""What the course notebooks share: scores grouped by class size and the comparison table."""
+
+import math
+
+import pytest
+
+from segkit.course import LARGE_CLASSES, THIN_CLASSES, comparison_table, group_iou
+from segkit.labels import CLASS_NAMES
+
+
+def _ious(**values: float | None) -> list[float | None]:
+    return [values.get(name.replace(" ", "_"), 0.0) for name in CLASS_NAMES]
+
+
+def test_group_iou_averages_the_named_classes_and_leaves_absent_ones_out() -> None:
+    ious = _ious(road=0.9, building=0.7, vegetation=None, sky=float("nan"), pole=0.2)
+    assert group_iou(ious, LARGE_CLASSES) == pytest.approx(0.8)
+    assert group_iou(ious, THIN_CLASSES) == pytest.approx(0.05)
+    assert math.isnan(group_iou(_ious(road=None), ("road",)))
+
+
+def _run(miou: float, ious: list) -> dict:
+    row = {"val_pixel_acc": 0.8, "val_mean_acc": 0.3, "val_miou": miou, "val_iou": ious}
+    return {"parameters": 2_000_000, "train_seconds": 60.0, "img_per_s": 5.0, "peak_mb": 100.0,
+            "history": [{**row, "val_miou": miou / 2, "val_iou": _ious()}, row]}
+
+
+def test_comparison_table_takes_each_models_best_epoch() -> None:
+    table = comparison_table({"a": _run(0.4, _ious(road=1.0, pole=0.4)), "b": _run(0.2, _ious())})
+    assert table.loc["a", "mIoU"] == 0.4 and table.loc["b", "mIoU"] == 0.2
+    assert table.loc["a", "IoU large classes"] == pytest.approx(0.25)
+    assert table.loc["a", "IoU thin classes"] == pytest.approx(0.1)
+    assert table.loc["a", "parameters (M)"] == 2.0
