@@ -81,12 +81,15 @@ class TrainConfig:
         if self.accumulate < 1 or self.batch_size < 1 or self.epochs < 1:
             raise ValueError("epochs, batch_size and accumulate must be at least 1")
 
-    def summary(self) -> str:
-        """The recipe in one line: epochs, crop, batch, optimiser, schedule, loss."""
+    def summary(self, processes: int = 1) -> str:
+        """The recipe in one line: epochs, crop, batch (per process when ``processes`` > 1),
+        optimiser, schedule, loss."""
         width, height = self.size
+        batch = f"batch {self.batch_size}" + (
+            f" per process x {processes} processes = {self.batch_size * processes}" if processes > 1 else "")
         warmup = f", {self.warmup_iters} warm-up iters" if self.warmup_iters else ""
         loss = f"{'class-weighted ' if self.class_weights else ''}{self.loss}"
-        return (f"{self.epochs} epochs of {width}x{height} crops, batch {self.batch_size}, "
+        return (f"{self.epochs} epochs of {width}x{height} crops, {batch}, "
                 f"{self.optimizer} lr {self.lr:g} ({self.scheduler}{warmup}), "
                 f"weight decay {self.weight_decay:g}, {loss} loss"
                 f"{', channels_last' if self.channels_last else ''}")

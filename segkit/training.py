@@ -91,20 +91,10 @@ def _build_model(config: TrainConfig):
 
 def _print_header(net, config: TrainConfig, train_loader: DataLoader, val_loader: DataLoader) -> None:
     params = sum(p.numel() for p in net.parameters())
-    width, height = config.size
     print(f"training {config.model} ({params / 1e6:.2f} M parameters) on {config.data}: "
-          f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val frames at "
-          f"{width}x{height}, {_batch(config)}, {config.epochs} epochs, "
-          f"device {resolve_device(config.device)}; checkpoints in {config.out}, "
-          f"TensorBoard logs in {config.log_dir}", flush=True)
-
-
-def _batch(config: TrainConfig) -> str:
-    processes = distributed.world_size()
-    if processes == 1:
-        return f"batch {config.batch_size}"
-    return (f"batch {config.batch_size} per process x {processes} processes "
-            f"= {config.batch_size * processes}")
+          f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val frames; "
+          f"{config.summary(distributed.world_size())}; device {resolve_device(config.device)}; "
+          f"checkpoints in {config.out}, TensorBoard logs in {config.log_dir}", flush=True)
 
 
 def test(checkpoint: str | os.PathLike, *, model: str | None = None,

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from segkit.config import profile_config
 from segkit.course import LARGE_CLASSES, THIN_CLASSES, comparison_table, group_iou
 from segkit.labels import CLASS_NAMES
 
@@ -31,3 +32,11 @@ def test_comparison_table_takes_each_models_best_epoch() -> None:
     assert table.loc["a", "IoU large classes"] == pytest.approx(0.25)
     assert table.loc["a", "IoU thin classes"] == pytest.approx(0.1)
     assert table.loc["a", "parameters (M)"] == 2.0
+
+
+def test_the_recipe_line_names_the_profiles_settings() -> None:
+    config = profile_config("unet", "cpu")
+    line = config.summary()
+    assert f"{config.epochs} epochs of 256x128 crops, batch 4," in line
+    assert "poly" in line and "class-weighted ce loss" in line
+    assert "batch 4 per process x 2 processes = 8" in config.summary(processes=2)
