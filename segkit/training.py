@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -30,6 +31,7 @@ from segkit.io import DataError
 from segkit.metrics import format_categories, format_table
 from segkit.models import build_model
 from segkit.models.registry import resolve_name
+from segkit.prepare import MANIFEST
 from segkit.transforms import eval_transforms
 
 
@@ -130,6 +132,10 @@ def test(checkpoint: str | os.PathLike, *, model: str | None = None,
                  "inference": asdict(inference)})
     print(f"{saved['model_name']} from {checkpoint} (epoch {saved['epoch']}) on {root} {split}: "
           f"{len(dataset)} frames, {inference.describe()}", flush=True)
+    if writer is not None and (resized := _prepared_size(root)) is not None:
+        print(f"note: {root} is a copy resized to {resized[0]}x{resized[1]} by segkit prepare, so the "
+              "labelIds files have that size; the benchmark server and the official evaluator "
+              "expect 2048x1024: run on the official root for those", flush=True)
     if not labelled:
         written = write_label_ids(net, loader, writer, inference=inference, device=run_device)
         print(f"{split} has no labels to score: wrote {written} labelIds PNGs into {save_labelids}")
@@ -145,6 +151,16 @@ def test(checkpoint: str | os.PathLike, *, model: str | None = None,
         print(f"wrote {writer.written} labelIds PNGs into {save_labelids} "
               "(cityscapesScripts: CITYSCAPES_RESULTS=that folder csEvalPixelLevelSemanticLabeling)")
     return scores
+
+
+def _prepared_size(root: str | os.PathLike) -> tuple[int, int] | None:
+    """The (width, height) that ``segkit prepare`` resized ``root`` to, or None (not resized or
+    not a prepared root)."""
+    manifest = Path(root, MANIFEST)
+    if not manifest.is_file():
+        return None
+    size = json.loads(manifest.read_text()).get("options", {}).get("size")
+    return None if size is None else (int(size[0]), int(size[1]))
 
 
 def _has_labels(dataset: CityscapesSegmentation, *, refuse: bool) -> bool:

@@ -115,6 +115,7 @@ def test_test_command_slides_with_flip_and_writes_label_ids(tiny_checkpoint, pre
     for line in ("mIoU", "category mIoU", "construction", "s per frame", "MB for one frame",
                  "wrote 3 labelIds PNGs"):
         assert line in out
+    assert "resized to" not in out  # full-size labels: no note
     frames = CityscapesSegmentation(prepared_root, "val").images
     expected = [p.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png") for p in frames]
     assert sorted(p.name for p in results.glob("*.png")) == sorted(expected)
@@ -126,6 +127,19 @@ def test_test_command_slides_with_flip_and_writes_label_ids(tiny_checkpoint, pre
     assert "test has no labels to score: wrote 3 labelIds PNGs" in capsys.readouterr().out
     assert main(["test", "--checkpoint", str(tiny_checkpoint), "--scales", "0.5,1"]) == 2
     assert "add --tta ms" in capsys.readouterr().err
+
+
+def test_test_command_notes_when_label_ids_come_from_a_resized_copy(tiny_checkpoint, synthetic_source,
+                                                                   tmp_path, capsys):
+    from segkit.prepare import prepare
+
+    prepare(synthetic_source, tmp_path / "small", subset="small", size=(128, 64), progress=False)
+    results = tmp_path / "results"
+    assert main(["test", "--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path / "small"),
+                 "--save-labelids", str(results)]) == 0
+    assert f"{tmp_path / 'small'} is a copy resized to 128x64" in capsys.readouterr().out
+    with Image.open(next(results.glob("*.png"))) as image:
+        assert image.size == (128, 64)
 
 
 def test_predict_command_on_a_folder_with_a_damaged_file(tiny_checkpoint, prepared_root, tmp_path,
