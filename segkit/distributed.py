@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sized
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
 import numpy as np
@@ -140,6 +140,12 @@ def wrap(model: nn.Module, device: torch.device, *, sync_bn: bool = False,
                              f"{device.type}); drop --sync-bn there")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def no_sync(model: nn.Module) -> AbstractContextManager:
+    """Backward passes inside keep their gradients local (DDP's ``no_sync``): the micro-batches of a
+    gradient-accumulation window before its last, whose backward then averages the sum once."""
+    return model.no_sync() if isinstance(model, DistributedDataParallel) else nullcontext()
 
 
 # --- data and randomness -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ sliding window, flip, multi-scale); ``predict`` gives class maps of image tensor
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -371,18 +372,20 @@ def _train_one_epoch(state: FitState, loader: DataLoader, criterion: nn.Module,
         if index == limit:
             break
         images, masks = _to_device(images, masks, state.device, config.channels_last)
-        while True:
-            try:
-                loss = _forward_backward(state, images, masks, criterion, dtype, splits)
-                break
-            except torch.OutOfMemoryError as error:
-                splits = _after_oom(state, images, splits, error)
+        last_in_window = (index + 1) % config.accumulate == 0 or index + 1 == limit
+        # under DDP, gradients are averaged between processes once per optimizer step, not per batch
+        with contextlib.nullcontext() if last_in_window else distributed.no_sync(model):
+            while True:
+                try:
+                    loss = _forward_backward(state, images, masks, criterion, dtype, splits)
+                    break
+                except torch.OutOfMemoryError as error:
+                    splits = _after_oom(state, images, splits, error)
         loss = distributed.all_reduce_mean(loss)  # the global batch's loss; NaN anywhere stops all
         if not math.isfinite(loss):
             state.stop = (f"loss became {loss} at epoch {state.epoch + 1}, batch {index + 1}; "
                           "stopped, keeping the last good checkpoint (try a lower --lr or --amp off)")
             return math.nan
-        last_in_window = (index + 1) % config.accumulate == 0 or index + 1 == limit
         if last_in_window:
             _optimizer_step(state)
         state.batch_loss = loss

@@ -71,8 +71,9 @@ def _runs(root, folder, batch_size):
         sampler = DistributedSampler(data, distributed.world_size(), distributed.rank(), seed=0)
         return DataLoader(data, batch_size=batch_size, sampler=sampler)
 
+    # two batches per optimizer step: windows of 2 and 1 batches (the second under DDP's no_sync)
     config = TrainConfig(model="tiny", epochs=2, batch_size=batch_size, size=SIZE, num_workers=0,
-                         optimizer="sgd", lr=0.05, label_scheme="original20")
+                         optimizer="sgd", lr=0.05, label_scheme="original20", accumulate=2)
     main = distributed.is_main_process()
     straight = fit(TinyNet(), loader(), val_loader, config)
     fit(TinyNet(), loader(), val_loader, config,
@@ -165,12 +166,43 @@ def test_fit_reshuffles_a_distributed_sampler_every_epoch(prepared_root):
     assert sampler.epochs == [0, 1]
 
 
-def test_a_group_of_one_process(prepared_root, monkeypatch):
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", "1")
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+@pytest.fixture
+def one_process_env(monkeypatch):
+    """The environment torchrun gives a group of one process."""
+    for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
+                        ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(free_port()))):
+        monkeypatch.setenv(name, value)
+
+
+def test_gradients_are_averaged_once_per_accumulation_window(prepared_root, one_process_env,
+                                                             monkeypatch):
+    calls = []
+
+    def counted(state, bucket):  # a comm hook: counts the exchange, keeps the local gradients
+        calls.append(len(bucket.gradients()))
+        future = torch.futures.Future()
+        future.set_result(bucket.buffer())
+        return future
+
+    wrap = distributed.wrap
+
+    def wrap_counting(model, device, **options):
+        wrapped = wrap(model, device, **options)
+        wrapped.register_comm_hook(None, counted)
+        return wrapped
+
+    monkeypatch.setattr(distributed, "wrap", wrap_counting)
+    data = CityscapesSegmentation(prepared_root, "train", eval_transforms(size=SIZE),
+                                  label_scheme="original20")  # 3 frames: 3 batches of 1 an epoch
+    config = TrainConfig(model="tiny", epochs=2, batch_size=1, size=SIZE, num_workers=0,
+                         label_scheme="original20", accumulate=2)
+    with distributed.process_group("cpu"):
+        state = fit(TinyNet(), DataLoader(data, batch_size=1), None, config)
+    assert state.step == 4  # windows of 2 and 1 batches, each epoch
+    assert len(calls) == 4  # one exchange per optimizer step, none for the first batch of a window
+
+
+def test_a_group_of_one_process(prepared_root, one_process_env):
     with distributed.process_group("cpu"):
         assert distributed.is_initialized() and distributed.world_size() == 1
         assert distributed.is_main_process()
