@@ -26,7 +26,7 @@ from segkit.config import Profile, TrainConfig, get_profile, profile_config
 from segkit.datasets import CityscapesSegmentation, build_loaders, ensure_synthetic
 from segkit.engine import FitState, fit, model_from_checkpoint, resolve_device, seed_everything
 from segkit.models import build_model
-from segkit.prepare import MANIFEST
+from segkit.prepare import MANIFEST, read_manifest
 from segkit.transforms import eval_transforms
 from segkit.viz import LivePlot, set_style
 
@@ -189,7 +189,7 @@ def write_figures(course: Course, out: str | os.PathLike = "pics") -> list[Path]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     train = CityscapesSegmentation(course.data, "train")
-    manifest = json.loads((course.data / MANIFEST).read_text())
+    manifest = read_manifest(course.data)
     figures = {
         "02_samples.png": viz.sample_grid(train, [0, 1]),
         "02_class_distribution.png": viz.class_distribution(

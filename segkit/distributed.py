@@ -142,10 +142,11 @@ def wrap(model: nn.Module, device: torch.device, *, sync_bn: bool = False,
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def no_sync(model: nn.Module) -> AbstractContextManager:
-    """Backward passes inside keep their gradients local (DDP's ``no_sync``): the micro-batches of a
-    gradient-accumulation window before its last, whose backward then averages the sum once."""
-    return model.no_sync() if isinstance(model, DistributedDataParallel) else nullcontext()
+def no_sync(model: nn.Module, skip: bool = True) -> AbstractContextManager:
+    """With ``skip``, backward passes inside keep their gradients local (DDP's ``no_sync``): the
+    micro-batches of a gradient-accumulation window before its last, whose backward then averages
+    the sum once. Without DDP, or without ``skip``, it changes nothing."""
+    return model.no_sync() if skip and isinstance(model, DistributedDataParallel) else nullcontext()
 
 
 # --- data and randomness -----------------------------------------------------------------------------

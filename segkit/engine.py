@@ -10,7 +10,6 @@ sliding window, flip, multi-scale); ``predict`` gives class maps of image tensor
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import random
@@ -374,7 +373,7 @@ def _train_one_epoch(state: FitState, loader: DataLoader, criterion: nn.Module,
         images, masks = _to_device(images, masks, state.device, config.channels_last)
         last_in_window = (index + 1) % config.accumulate == 0 or index + 1 == limit
         # under DDP, gradients are averaged between processes once per optimizer step, not per batch
-        with contextlib.nullcontext() if last_in_window else distributed.no_sync(model):
+        with distributed.no_sync(model, skip=not last_in_window):
             while True:
                 try:
                     loss = _forward_backward(state, images, masks, criterion, dtype, splits)

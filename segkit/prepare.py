@@ -316,6 +316,12 @@ def _read_journal(path: Path, out: Path) -> dict[str, dict]:
     return done
 
 
+def read_manifest(root: str | os.PathLike) -> dict | None:
+    """The manifest ``prepare`` wrote into ``root``, or None where there is none (not prepared)."""
+    path = Path(root, MANIFEST)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def _manifest(options: dict, records: list[dict]) -> dict:
     """The manifest: source, options, counts per split and city, class pixels, file checksums."""
     counts: dict[str, Counter] = defaultdict(Counter)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -31,7 +30,7 @@ from segkit.io import DataError
 from segkit.metrics import format_categories, format_table
 from segkit.models import build_model
 from segkit.models.registry import resolve_name
-from segkit.prepare import MANIFEST
+from segkit.prepare import read_manifest
 from segkit.transforms import eval_transforms
 
 
@@ -156,10 +155,7 @@ def test(checkpoint: str | os.PathLike, *, model: str | None = None,
 def _prepared_size(root: str | os.PathLike) -> tuple[int, int] | None:
     """The (width, height) that ``segkit prepare`` resized ``root`` to, or None (not resized or
     not a prepared root)."""
-    manifest = Path(root, MANIFEST)
-    if not manifest.is_file():
-        return None
-    size = json.loads(manifest.read_text()).get("options", {}).get("size")
+    size = (read_manifest(root) or {}).get("options", {}).get("size")
     return None if size is None else (int(size[0]), int(size[1]))
 
 
