@@ -15,12 +15,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from segkit.datasets import CityscapesSegmentation
-from segkit.engine import autocast_dtype, resolve_device
 from segkit.labels import IGNORE_INDEX, NUM_CLASSES
 from segkit.losses import build_loss
 from segkit.metrics import ConfusionMatrix
 from segkit.models import build_model
 from segkit.prepare import prepare
+from segkit.runtime import autocast_dtype, resolve_device
 from segkit.synthetic import generate
 from segkit.transforms import eval_transforms, train_transforms
 

@@ -9,13 +9,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from segkit.engine import Callback, FitState, check_checkpoint_dir, save_checkpoint
+from segkit.checkpoints import check_checkpoint_dir, save_checkpoint
+from segkit.engine import Callback, FitState
 from segkit.labels import colorize
 from segkit.transforms import denormalize
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch with the running loss."""
+    """A tqdm bar per epoch with the loss of the latest read-back."""
 
     def __init__(self, total: int, disable: bool = False):
         self.total, self.disable, self.bar = total, disable, None
@@ -24,8 +25,11 @@ class ProgressBar(Callback):
         if self.bar is None:
             self.bar = tqdm(total=self.total, desc=f"epoch {state.epoch + 1}/{state.config.epochs}",
                             unit="batch", leave=False, disable=self.disable)
-        self.bar.set_postfix(loss=f"{state.batch_loss:.4f}", refresh=False)
         self.bar.update()
+
+    def on_log(self, state: FitState) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{state.batch_loss:.4f}", refresh=False)
 
     def on_epoch_end(self, state: FitState) -> None:
         if self.bar is not None:
@@ -77,7 +81,7 @@ class TensorBoardLogger(Callback):
 
         self.writer = SummaryWriter(str(log_dir))
 
-    def on_batch_end(self, state: FitState) -> None:
+    def on_log(self, state: FitState) -> None:
         self.writer.add_scalar("train/batch_loss", state.batch_loss, state.step)
 
     def on_epoch_end(self, state: FitState) -> None:

@@ -360,9 +360,10 @@ def _add_predict(commands) -> None:
 
 
 def _run_predict(args) -> int:
+    from segkit.checkpoints import model_from_checkpoint
     from segkit.config import TrainConfig
-    from segkit.engine import model_from_checkpoint, resolve_device
     from segkit.inference import OUTPUT_SUFFIXES, Inference, predict_files
+    from segkit.runtime import resolve_device
 
     net, saved = model_from_checkpoint(args.checkpoint, expected=args.model)
     config = TrainConfig.from_dict(saved["config"])
@@ -402,8 +403,8 @@ def _add_export(commands) -> None:
 
 
 def _run_export(args) -> int:
+    from segkit.checkpoints import model_from_checkpoint
     from segkit.config import TrainConfig
-    from segkit.engine import model_from_checkpoint
     from segkit.export import EXTRA, check_parity, export_onnx, missing_packages
 
     net, saved = model_from_checkpoint(args.checkpoint, expected=args.model)

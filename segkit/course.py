@@ -22,11 +22,13 @@ import torch
 from segkit import __version__, labels
 from segkit.bench import measure_step
 from segkit.callbacks import Checkpointer
+from segkit.checkpoints import model_from_checkpoint
 from segkit.config import Profile, TrainConfig, get_profile, profile_config
 from segkit.datasets import CityscapesSegmentation, build_loaders, ensure_synthetic
-from segkit.engine import FitState, fit, model_from_checkpoint, resolve_device, seed_everything
+from segkit.engine import FitState, fit
 from segkit.models import build_model
 from segkit.prepare import MANIFEST, read_manifest
+from segkit.runtime import resolve_device, seed_everything, set_determinism
 from segkit.transforms import eval_transforms
 from segkit.viz import LivePlot, set_style
 
@@ -84,6 +86,7 @@ def project_root(start: Path | None = None) -> Path:
 def setup(profile: str | None = None, *, seed: int = 0) -> Course:
     """Seeds, determinism, plot style and the profile; returns the ``Course``. Prints one line."""
     chosen = get_profile(profile)
+    set_determinism(chosen.train.get("deterministic", False))
     seed_everything(seed)
     set_style()
     if chosen.name == "ci":  # nbval compares outputs: no progress bars, no warnings

@@ -24,6 +24,7 @@ from torchvision import tv_tensors
 
 from segkit import distributed, labels, layout
 from segkit.io import DataError, decode_image
+from segkit.runtime import resolve_device
 
 FLAT_SPLITS = {"train": "train", "val": "valid", "test": "test"}
 
@@ -205,7 +206,7 @@ def build_loaders(root: str | os.PathLike, config) -> tuple[DataLoader, DataLoad
         label_scheme=config.label_scheme)
     val_set = CityscapesSegmentation(root, "val", eval_transforms(size=config.val_size or config.size),
                                      label_scheme=config.label_scheme)
-    pin = torch.cuda.is_available()
+    pin = resolve_device(config.device).type == "cuda"  # page-locked copies help CUDA transfers only
     train_sampler = val_sampler = None
     if distributed.is_initialized():
         train_sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed)

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,63 +23,23 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from segkit import distributed, labels
+from segkit.checkpoints import restore, unwrap
 from segkit.config import TrainConfig
-from segkit.io import DataError, atomic_write
+from segkit.io import DataError
 from segkit.labels import IGNORE_INDEX
 from segkit.losses import build_loss, class_weights_from_histogram, label_histogram
 from segkit.metrics import ConfusionMatrix
-from segkit.models import build_model, model_spec
-from segkit.models.registry import resolve_name
+from segkit.models import model_spec
+from segkit.runtime import autocast_dtype, cap_gpu_memory, resolve_device, seed_everything, set_determinism
 
 if TYPE_CHECKING:  # segkit.inference builds on this module
     from segkit.inference import Inference
 
-CHECKPOINT_FORMAT = "segkit-checkpoint/1"
-OOM_ADVICE = ("CUDA ran out of memory. Try, in this order: a smaller --batch-size (with --accumulate "
-              "to keep the effective batch), a smaller --size, --amp fp16 or bf16, "
-              "--checkpoint-backbone (DeepLab), or --oom retry to split batches automatically.")
-
-
-# --- devices, seeds, precision ---------------------------------------------------------------
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU; under torchrun, this process's GPU or the CPU."""
-    if distributed.is_initialized():
-        return distributed.process_device(name)
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and torch; ask for deterministic kernels where they exist."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device``; None means full fp32.
-
-    ``auto`` uses bf16 on CUDA GPUs that support it (no loss scaling needed), fp16 on older ones,
-    and fp32 on the CPU, where bf16 is only faster on CPUs with native bf16 units (see
-    ``segkit bench train``); ask for ``bf16`` explicitly there.
-    """
-    if amp == "off":
-        return None
-    if amp == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float16 if amp == "fp16" else torch.bfloat16
+OOM_ADVICE = ("CUDA ran out of memory. See what fits first with `segkit plan` (or --batch-size auto). "
+              "Then try, in this order: a smaller --batch-size (with --accumulate to keep the "
+              "effective batch), --amp fp16 or bf16, --checkpointing, a smaller --size, or --oom "
+              "retry to split batches automatically.")
+Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 3, H, W) float, masks (N, H, W) int64
 
 
 # --- the state callbacks observe ---------------------------------------------------------------
@@ -102,7 +60,8 @@ class FitState:
     history: list[dict[str, Any]] = field(default_factory=list)  # one row of metrics per epoch
     best_miou: float = -math.inf
     stop: str | None = None  # why training stopped early, if it did
-    batch_loss: float = math.nan
+    batch_loss: float = math.nan  # mean loss of the batches since the last read-back (``on_log``)
+    splits: int = 1  # chunks per batch: grows with ``oom="retry"`` after an out-of-memory error
     val_example: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # image, mask, pred
 
     @property
@@ -112,11 +71,18 @@ class FitState:
 
 
 class Callback:
-    """Hooks called by ``fit``; override the ones you need."""
+    """Hooks called by ``fit``; override the ones you need.
+
+    ``on_batch_end`` comes after every batch without waiting for the device; ``on_log`` after the
+    loss has been read back (every ``config.log_every`` batches and at the end of each epoch), so
+    that is where ``state.batch_loss`` is fresh.
+    """
 
     def on_fit_start(self, state: FitState) -> None: ...
 
     def on_batch_end(self, state: FitState) -> None: ...
+
+    def on_log(self, state: FitState) -> None: ...
 
     def on_epoch_end(self, state: FitState) -> None: ...
 
@@ -162,105 +128,6 @@ def dataset_class_weights(dataset, num_classes: int) -> torch.Tensor:
     return class_weights_from_histogram(label_histogram(masks, num_classes))
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)
-
-
-# --- checkpoints ----------------------------------------------------------------------------------
-
-def _rng_state() -> dict[str, Any]:
-    """Every random state a resumed run must continue from, as plain data."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-                  "has_gauss": has_gauss, "gauss": gauss},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _plain(value: Any) -> Any:
-    """Metrics as plain data for history rows and checkpoints: tensors become lists of floats."""
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def save_checkpoint(path: str | os.PathLike, state: FitState) -> Path:
-    """Write ``state`` to ``path`` atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    spec = model_spec(state.model)
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "model_name": spec["name"],
-        "model_options": spec["options"],
-        "state_dict": _unwrap(state.model).state_dict(),
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": state.scheduler.state_dict(),
-        "scaler": state.scaler.state_dict(),
-        "epoch": state.epoch,
-        "step": state.step,
-        "best_miou": state.best_miou,
-        "rng": _rng_state(),
-        "config": asdict(state.config),
-        "metrics": state.last,
-        "history": state.history,
-    }
-    with atomic_write(path) as tmp:
-        torch.save(checkpoint, tmp)
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a segkit checkpoint safely (``weights_only=True``), naming the file on failure."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises many kinds for damaged or foreign files
-        raise DataError(f"{path}: not a readable segkit checkpoint ({error})") from error
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"{path}: not a segkit checkpoint (format {CHECKPOINT_FORMAT} expected)")
-    return checkpoint
-
-
-def model_from_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                          *, expected: str | None = None) -> tuple[nn.Module, dict]:
-    """Rebuild the model of a checkpoint through the registry, with its weights; in eval mode.
-
-    ``expected`` (a model name or alias, e.g. from ``-m``) must name the checkpoint's model.
-    """
-    checkpoint = load_checkpoint(path, map_location)
-    if expected is not None and resolve_name(expected) != checkpoint["model_name"]:
-        raise DataError(f"{path}: holds a {checkpoint['model_name']} model, not {expected}")
-    model = build_model(checkpoint["model_name"], **checkpoint["model_options"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), checkpoint
-
-
-def check_checkpoint_dir(out: Path) -> None:
-    """Refuse to write checkpoints inside the installed package."""
-    package = Path(__import__("segkit").__path__[0]).resolve()
-    if out.resolve() == package or package in out.resolve().parents:
-        raise ValueError(f"{out}: checkpoints are never written into the segkit package; "
-                         "choose another --out")
-
-
 # --- training ----------------------------------------------------------------------------------
 
 def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None,
@@ -284,8 +151,10 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         The final ``FitState``; ``state.history`` holds one row of metrics per epoch and
         ``state.stop`` says why training ended early, if it did.
     """
-    seed_everything(config.seed, config.deterministic)
+    set_determinism(config.deterministic)
+    seed_everything(config.seed)
     device = resolve_device(config.device)
+    cap_gpu_memory(config.gpu_memory, device)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -303,7 +172,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     if val_loader is not None:
         check_has_labels(val_loader.dataset)  # before training, not after the first epoch
     if resume is not None:
-        _restore(state, load_checkpoint(resume, device))
+        restore(state, resume)
     for callback in callbacks:
         callback.on_fit_start(state)
     while state.epoch < config.epochs and state.stop is None:
@@ -315,7 +184,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         row = {"epoch": state.epoch + 1, "train_loss": train_loss,
                "lr": optimizer.param_groups[0]["lr"], "train_seconds": time.perf_counter() - started}
         if val_loader is not None and (state.epoch + 1) % config.val_every == 0:
-            scores = evaluate(_unwrap(model), val_loader, num_classes=num_classes, device=device,
+            scores = evaluate(unwrap(model), val_loader, num_classes=num_classes, device=device,
                               amp=config.amp, max_batches=config.max_val_batches, state=state)
             del scores["confusion"]  # kept by evaluate for callers; a history row stays small
             row.update({f"val_{k}": v for k, v in _plain(scores).items()})
@@ -329,6 +198,15 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     return state
 
 
+def _plain(value: Any) -> Any:
+    """Metrics as plain data for history rows and checkpoints: tensors become lists of floats."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def _start_epoch(state: FitState, loader: DataLoader) -> None:
     """Reshuffle a distributed sampler for this epoch; under torchrun, reseed each process apart.
 
@@ -340,62 +218,87 @@ def _start_epoch(state: FitState, loader: DataLoader) -> None:
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(state.epoch)
     if distributed.is_initialized():
-        seed_everything(distributed.process_seed(state.config.seed, state.epoch), deterministic=False)
+        seed_everything(distributed.process_seed(state.config.seed, state.epoch))
 
 
 def _iters_per_epoch(loader: DataLoader, config: TrainConfig) -> int:
     return min(len(loader), config.max_iters) if config.max_iters else len(loader)
 
 
-def _restore(state: FitState, checkpoint: dict) -> None:
-    """Continue from a checkpoint: weights, optimizer, scheduler, scaler, counters and RNG."""
-    _unwrap(state.model).load_state_dict(checkpoint["state_dict"])
-    state.optimizer.load_state_dict(checkpoint["optimizer"])
-    state.scheduler.load_state_dict(checkpoint["scheduler"])
-    state.scaler.load_state_dict(checkpoint["scaler"])
-    state.epoch, state.step = checkpoint["epoch"], checkpoint["step"]
-    state.best_miou, state.history = checkpoint["best_miou"], list(checkpoint["history"])
-    _set_rng_state(checkpoint["rng"])
-
-
 def _train_one_epoch(state: FitState, loader: DataLoader, criterion: nn.Module,
                      dtype: torch.dtype | None, callbacks: Sequence[Callback]) -> float:
-    """One pass over ``loader``; returns the mean training loss (NaN if it stopped early)."""
+    """One pass over ``loader``; returns the mean training loss (NaN if it stopped early).
+
+    Losses stay on the device and are read back only every ``config.log_every`` batches and at the
+    end of the epoch: each read-back waits for the GPU to finish all queued work.
+    """
     config, model = state.config, state.model
     model.train()
-    total, batches = 0.0, 0
     limit = _iters_per_epoch(loader, config)
-    splits = 1
+    window: list[Batch] = []  # this accumulation window's batches (on the CPU), kept for an OOM redo
+    window_losses: list[torch.Tensor] = []
+    unread, unread_batches, read_batches, total = torch.zeros((), device=state.device), 0, 0, 0.0
     state.optimizer.zero_grad(set_to_none=True)
-    for index, (images, masks) in enumerate(loader):
+    for index, batch in enumerate(loader):
         if index == limit:
             break
-        images, masks = _to_device(images, masks, state.device, config.channels_last)
-        last_in_window = (index + 1) % config.accumulate == 0 or index + 1 == limit
+        window.append(batch)
+        last_in_window = len(window) == config.accumulate or index + 1 == limit
         # under DDP, gradients are averaged between processes once per optimizer step, not per batch
         with distributed.no_sync(model, skip=not last_in_window):
-            while True:
-                try:
-                    loss = _forward_backward(state, images, masks, criterion, dtype, splits)
-                    break
-                except torch.OutOfMemoryError as error:
-                    splits = _after_oom(state, images, splits, error)
-        loss = distributed.all_reduce_mean(loss)  # the global batch's loss; NaN anywhere stops all
-        if not math.isfinite(loss):
-            state.stop = (f"loss became {loss} at epoch {state.epoch + 1}, batch {index + 1}; "
-                          "stopped, keeping the last good checkpoint (try a lower --lr or --amp off)")
-            return math.nan
+            window_losses = _backward_newest(state, window, window_losses, criterion, dtype)
         if last_in_window:
             _optimizer_step(state)
-        state.batch_loss = loss
-        total, batches = total + loss, batches + 1
+            unread = unread + torch.stack(window_losses).sum()
+            unread_batches += len(window)
+            window, window_losses = [], []
         for callback in callbacks:
             callback.on_batch_end(state)
-    return total / max(1, batches)
+        if unread_batches and (unread_batches >= config.log_every or index + 1 == limit):
+            state.batch_loss = distributed.all_reduce_mean(unread.item() / unread_batches)
+            total, read_batches = total + state.batch_loss * unread_batches, read_batches + unread_batches
+            unread, unread_batches = torch.zeros((), device=state.device), 0
+            if _diverged(state, index):
+                return math.nan
+            for callback in callbacks:
+                callback.on_log(state)
+    return total / max(1, read_batches)
+
+
+def _diverged(state: FitState, index: int) -> bool:
+    """Stop (``state.stop``) if the loss or any weight is no longer finite."""
+    weights = [t for t in unwrap(state.model).state_dict().values() if t.is_floating_point()]
+    finite_weights = bool(torch.stack([t.isfinite().all() for t in weights]).all())
+    if math.isfinite(state.batch_loss) and finite_weights:
+        return False
+    what = (f"the loss became {state.batch_loss}" if not math.isfinite(state.batch_loss)
+            else "a weight became non-finite")
+    kept = (f"the checkpoints of epoch {state.epoch} and before are kept" if state.epoch
+            else "no checkpoint was written")
+    state.stop = (f"{what} in epoch {state.epoch + 1} by batch {index + 1}; stopped without saving "
+                  f"this epoch ({kept}); try a lower --lr or --amp off")
+    return True
+
+
+def _backward_newest(state: FitState, window: list[Batch], losses: list[torch.Tensor],
+                     criterion: nn.Module, dtype: torch.dtype | None) -> list[torch.Tensor]:
+    """Forward and backward of the window's newest batch; returns the window's losses so far.
+
+    After an out-of-memory error with ``oom="retry"`` the gradients are zeroed and the whole
+    accumulation window is done again in twice as many chunks per batch, so that no batch of the
+    window counts twice or is lost.
+    """
+    todo = window[-1:]
+    while True:
+        try:
+            return [*losses, *(_forward_backward(state, *batch, criterion, dtype) for batch in todo)]
+        except torch.OutOfMemoryError as error:
+            _after_oom(state, window[-1][0], error)
+            todo, losses = window, []
 
 
 def _to_device(images: torch.Tensor, masks: torch.Tensor, device: torch.device,
-               channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+               channels_last: bool) -> Batch:
     images = images.to(device, non_blocking=True)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -403,29 +306,32 @@ def _to_device(images: torch.Tensor, masks: torch.Tensor, device: torch.device,
 
 
 def _forward_backward(state: FitState, images: torch.Tensor, masks: torch.Tensor,
-                      criterion: nn.Module, dtype: torch.dtype | None, splits: int) -> float:
-    """Loss and gradients of one batch, in ``splits`` chunks when memory is short; returns the loss."""
-    total = 0.0
-    for chunk_images, chunk_masks in zip(images.chunk(splits), masks.chunk(splits), strict=True):
+                      criterion: nn.Module, dtype: torch.dtype | None) -> torch.Tensor:
+    """Loss and gradients of one batch in ``state.splits`` chunks; returns the loss, on the device."""
+    images, masks = _to_device(images, masks, state.device, state.config.channels_last)
+    total = torch.zeros((), device=state.device)
+    for chunk_images, chunk_masks in zip(images.chunk(state.splits), masks.chunk(state.splits),
+                                         strict=True):
         with torch.autocast(state.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = state.model(chunk_images)  # (n, C, H, W)
             loss = criterion(logits.float(), chunk_masks)
-        share = len(chunk_images) / len(images) / state.config.accumulate
-        state.scaler.scale(loss * share).backward()
-        total += loss.item() * len(chunk_images) / len(images)
+        share = len(chunk_images) / len(images)
+        state.scaler.scale(loss * share / state.config.accumulate).backward()
+        total = total + loss.detach() * share
     return total
 
 
-def _after_oom(state: FitState, images: torch.Tensor, splits: int, error: Exception) -> int:
-    """Advise and stop, or (``oom="retry"``) split the batch in twice as many chunks."""
+def _after_oom(state: FitState, images: torch.Tensor, error: Exception) -> None:
+    """Advise and stop, or (``oom="retry"``) zero the gradients and double ``state.splits``."""
     state.optimizer.zero_grad(set_to_none=True)
     if state.device.type == "cuda":
         torch.cuda.empty_cache()
-    if state.config.oom != "retry" or splits >= len(images):
+    if state.config.oom != "retry" or state.splits >= len(images):
         raise RuntimeError(f"{OOM_ADVICE} (batch {len(images)}, size {tuple(images.shape[-2:])}, "
-                           f"split in {splits})") from error
-    print(f"out of memory with batch {len(images)} in {splits} chunk(s): retrying in {splits * 2}")
-    return splits * 2
+                           f"split in {state.splits})") from error
+    state.splits *= 2
+    print(f"out of memory with batch {len(images)} in {state.splits // 2} chunk(s): redoing the "
+          f"accumulation window in {state.splits}", flush=True)
 
 
 def _optimizer_step(state: FitState) -> None:

@@ -127,12 +127,30 @@ def _per_class(values: Sequence[float] | Tensor | None, name: str) -> Tensor | N
     return values
 
 
+class CrossEntropyLoss(nn.CrossEntropyLoss):
+    """``nn.CrossEntropyLoss`` (mean over valid pixels, weighted by ``weight``), except that a batch
+    without a single valid pixel gives 0 with zero gradients instead of NaN, so that a crop of
+    nothing but void does not look like a diverged run."""
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy of logits (N, C, d1, ...) against class indices (N, d1, ...)."""
+        total = F.cross_entropy(logits, target, weight=self.weight, ignore_index=self.ignore_index,
+                                reduction="sum", label_smoothing=self.label_smoothing)
+        valid = target != self.ignore_index  # (N, d1, ...)
+        if self.weight is None:
+            count = valid.sum().to(total.dtype)
+        else:
+            count = torch.where(valid, self.weight[torch.where(valid, target, 0)], 0.0).sum()
+        # no .item() test: dividing by 1 where nothing is valid keeps the step free of a device sync
+        return total / torch.where(count > 0, count, 1.0)
+
+
 def _cross_entropy(*, gamma: float, class_weights: Tensor | None,
                    alpha: float | Sequence[float] | Tensor | None, ignore_index: int) -> nn.Module:
     if alpha is not None:
         raise ValueError("alpha only applies to the 'focal' loss; for 'ce' use class_weights")
     weight = None if class_weights is None else _per_class(class_weights, "class_weights")
-    return nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
+    return CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
 
 
 def _focal(*, gamma: float, class_weights: Tensor | None,
@@ -150,7 +168,7 @@ def build_loss(name: str = "ce", *, gamma: float = 2.0, class_weights: Tensor | 
     """Build a loss taking logits (N, C, H, W) and targets (N, H, W) and returning a scalar.
 
     Args:
-        name: ``"ce"`` (``nn.CrossEntropyLoss``) or ``"focal"`` (``FocalLoss``).
+        name: ``"ce"`` (``CrossEntropyLoss``) or ``"focal"`` (``FocalLoss``).
         gamma: focal loss focusing parameter (>= 0); only ``"focal"`` reads it.
         class_weights: per-class weights (C,) for a weighted mean, e.g. from
             ``class_weights_from_histogram``; both losses accept them.

@@ -13,24 +13,17 @@ from torch.utils.data import DataLoader
 
 from segkit import distributed, labels
 from segkit.callbacks import Checkpointer, PrintMetrics, ProgressBar, TensorBoardLogger
+from segkit.checkpoints import model_from_checkpoint
 from segkit.config import TrainConfig, get_profile, profile_config
 from segkit.datasets import CityscapesSegmentation, build_loaders, ensure_synthetic
-from segkit.engine import (
-    Callback,
-    FitState,
-    check_has_labels,
-    evaluate,
-    fit,
-    model_from_checkpoint,
-    resolve_device,
-    seed_everything,
-)
+from segkit.engine import Callback, FitState, check_has_labels, evaluate, fit
 from segkit.inference import Inference, LabelIdWriter, write_label_ids
 from segkit.io import DataError
 from segkit.metrics import format_categories, format_table
 from segkit.models import build_model
 from segkit.models.registry import resolve_name
 from segkit.prepare import read_manifest
+from segkit.runtime import resolve_device, seed_everything
 from segkit.transforms import eval_transforms
 
 
@@ -85,7 +78,7 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
 
 def _build_model(config: TrainConfig):
     """The config's model, initialised from its seed (so every process starts from the same weights)."""
-    seed_everything(config.seed, config.deterministic)
+    seed_everything(config.seed)
     return build_model(config.model, num_classes=labels.num_classes(config.label_scheme),
                        **config.model_options)
 

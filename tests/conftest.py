@@ -40,8 +40,9 @@ def tiny_checkpoint(prepared_root, tmp_path_factory):
     crops and 128x64 validation frames, for inference, prediction and export tests."""
     import torch
 
+    from segkit.checkpoints import save_checkpoint
     from segkit.config import TrainConfig
-    from segkit.engine import FitState, build_optimizer, build_scheduler, save_checkpoint
+    from segkit.engine import FitState, build_optimizer, build_scheduler
     from segkit.models import build_model
 
     torch.manual_seed(0)

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from segkit import labels
+from segkit.checkpoints import load_checkpoint
 from segkit.cli import build_parser, main
 from segkit.datasets import CityscapesSegmentation
-from segkit.engine import load_checkpoint
 
 
 @pytest.mark.parametrize("command", [[], ["synth"], ["prepare"], ["train"], ["test"], ["predict"],

@@ -20,10 +20,12 @@ from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 
 from segkit import distributed
 from segkit.callbacks import Checkpointer
+from segkit.checkpoints import load_checkpoint
 from segkit.config import TrainConfig
 from segkit.datasets import CityscapesSegmentation, build_loaders
-from segkit.engine import Callback, evaluate, fit, load_checkpoint, resolve_device
+from segkit.engine import Callback, evaluate, fit
 from segkit.models import build_model
+from segkit.runtime import resolve_device
 from segkit.transforms import eval_transforms
 
 SIZE = (64, 32)

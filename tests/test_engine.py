@@ -7,10 +7,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
-from segkit import engine
+from segkit import checkpoints, engine, runtime
 from segkit.callbacks import Checkpointer
+from segkit.checkpoints import load_checkpoint, model_from_checkpoint
 from segkit.config import TrainConfig
-from segkit.engine import Callback, evaluate, fit, load_checkpoint, model_from_checkpoint
+from segkit.engine import Callback, evaluate, fit
 from segkit.io import DataError
 from segkit.models import build_model
 from segkit.transforms import eval_transforms, train_transforms
@@ -149,7 +150,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(OSError, match="disk full"):
-        engine.save_checkpoint(tmp_path / "last.pt", state)
+        checkpoints.save_checkpoint(tmp_path / "last.pt", state)
     assert (tmp_path / "last.pt").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
 
@@ -159,7 +160,7 @@ class Payload:
 
 
 def test_checkpoints_load_with_weights_only(tmp_path):
-    torch.save({"format": engine.CHECKPOINT_FORMAT, "evil": Payload()}, tmp_path / "bad.pt")
+    torch.save({"format": checkpoints.CHECKPOINT_FORMAT, "evil": Payload()}, tmp_path / "bad.pt")
     with pytest.raises(DataError, match="bad.pt: not a readable segkit checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
@@ -226,7 +227,7 @@ def test_out_of_memory_advises_or_retries_smaller(capsys):
         fit(OutOfMemoryAbove(1), data, None, config(epochs=1))
     state = fit(OutOfMemoryAbove(1), data, None, config(epochs=1, oom="retry"))
     assert state.step == 2 and math.isfinite(state.history[0]["train_loss"])
-    assert "retrying in 4" in capsys.readouterr().out
+    assert "redoing the accumulation window in 4" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("scheduler", "check"), [
@@ -252,8 +253,8 @@ def test_bf16_autocast_on_cpu_trains():
     train_loader, val_loader = loaders()
     state = fit(small_fcn(), train_loader, val_loader, config(epochs=1, amp="bf16"))
     assert math.isfinite(state.history[0]["train_loss"])
-    assert engine.autocast_dtype("auto", torch.device("cpu")) is None
-    assert engine.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+    assert runtime.autocast_dtype("auto", torch.device("cpu")) is None
+    assert runtime.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
 
 
 def test_class_weights_favour_rare_classes():
@@ -263,3 +264,95 @@ def test_class_weights_favour_rare_classes():
     counts = torch.bincount(data.masks.flatten(), minlength=19)
     assert weights[3] == weights[:4].min()
     assert (weights[counts == 0] == 0).all()
+
+
+def test_resume_reads_the_checkpoint_onto_the_cpu_whatever_the_training_device(tmp_path):
+    """A model on a GPU once got its checkpoint mapped there, random states included, which
+    ``torch.set_rng_state`` refuses. The meta device stands in for the GPU here."""
+    train_loader, val_loader = loaders()
+    fit(small_fcn(), train_loader, val_loader, config(epochs=1), [Checkpointer(tmp_path)])
+    saved = load_checkpoint(tmp_path / "last.pt")
+    model, cfg = small_fcn().to("meta"), config()
+    optimizer = engine.build_optimizer(model, cfg)
+    state = engine.FitState(model, cfg, optimizer, engine.build_scheduler(optimizer, cfg, 2),
+                            torch.amp.GradScaler("cpu", enabled=False), torch.device("meta"), 19)
+    torch.manual_seed(123)
+    checkpoints.restore(state, tmp_path / "last.pt")
+    assert state.epoch == 1 and state.step == saved["step"]
+    assert torch.equal(torch.get_rng_state(), saved["rng"]["torch"])
+    assert next(model.parameters()).device.type == "meta"
+
+
+class CountLogs(Callback):
+    def __init__(self):
+        self.losses = []
+
+    def on_log(self, state):
+        self.losses.append(state.batch_loss)
+
+
+def test_the_loss_is_read_back_at_logging_intervals_only(monkeypatch):
+    """Every ``.item()`` waits for the GPU: the loop reads the loss back every ``log_every`` batches."""
+    import sys
+
+    reads = []
+    item = torch.Tensor.item
+
+    def counted(tensor):
+        if sys._getframe(1).f_globals["__name__"] == "segkit.engine":
+            reads.append(1)
+        return item(tensor)
+
+    monkeypatch.setattr(torch.Tensor, "item", counted)
+    data = DataLoader(BlockScenes(transforms=eval_transforms()), batch_size=1)  # 8 batches
+    logs = CountLogs()
+    state = fit(TinyNet(), data, None, config(epochs=1, log_every=3), [logs])
+    assert len(reads) == 3 and len(logs.losses) == 3  # after batches 3, 6 and 8
+    assert all(math.isfinite(loss) for loss in logs.losses)
+    assert state.history[0]["train_loss"] == pytest.approx((3 * logs.losses[0] + 3 * logs.losses[1]
+                                                            + 2 * logs.losses[2]) / 8)
+
+
+class OutOfMemoryOnce(TinyNet):
+    """Raises CUDA's out-of-memory error once, on the ``at``-th training forward pass."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.at:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(x)
+
+
+def test_out_of_memory_retry_redoes_the_whole_accumulation_window(capsys):
+    """An OOM on the window's second batch must not lose the first batch's gradients."""
+    data = DataLoader(BlockScenes(transforms=eval_transforms()), batch_size=2)
+    settings = config(epochs=1, batch_size=2, accumulate=2, optimizer="sgd", scheduler="none",
+                      warmup_iters=0)
+    clean = fit(TinyNet(), data, None, settings)
+    retried = fit(OutOfMemoryOnce(at=2), data, None, settings.replace(oom="retry"))
+    assert "redoing the accumulation window in 2" in capsys.readouterr().out
+    assert retried.splits == 2 and retried.step == clean.step == 2
+    for a, b in zip(clean.model.parameters(), retried.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert retried.history[0]["train_loss"] == pytest.approx(clean.history[0]["train_loss"], rel=1e-5)
+
+
+def test_a_batch_of_nothing_but_void_adds_no_loss_and_trains_on():
+    data = BlockScenes(transforms=eval_transforms())
+    data.masks[:2] = 255  # the first batch is all ignore
+    state = fit(TinyNet(), DataLoader(data, batch_size=2), None, config(epochs=1, log_every=1))
+    assert state.stop is None and math.isfinite(state.history[0]["train_loss"])
+
+
+def test_weights_that_became_non_finite_are_never_saved(tmp_path):
+    train_loader, val_loader = loaders()
+    state = fit(TinyNet(), train_loader, val_loader,  # one step at an infinite learning rate
+                config(epochs=2, lr=math.inf, optimizer="sgd", scheduler="none", warmup_iters=0,
+                       max_iters=1), [Checkpointer(tmp_path)])
+    assert "a weight became non-finite in epoch 1" in state.stop
+    assert "no checkpoint was written" in state.stop
+    assert not (tmp_path / "last.pt").exists() and not (tmp_path / "best.pt").exists()

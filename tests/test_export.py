@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from segkit import export
+from segkit.checkpoints import model_from_checkpoint
 from segkit.cli import main
-from segkit.engine import model_from_checkpoint
 
 
 def test_export_writes_a_dynamic_onnx_model_that_matches_pytorch(tiny_checkpoint, tmp_path, capsys):

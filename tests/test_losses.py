@@ -166,3 +166,18 @@ def test_class_weights_reject_bad_histograms():
         class_weights_from_histogram(torch.ones(3), method="median")
     with pytest.raises(ValueError, match="label_histogram"):
         class_weights_from_histogram(torch.zeros(3))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cross_entropy_is_zero_on_an_all_ignore_batch_and_torchs_otherwise(weighted):
+    torch.manual_seed(0)
+    weight = torch.rand(19) + 0.5 if weighted else None
+    ce = build_loss("ce", class_weights=weight)
+    logits = torch.randn(2, 19, 4, 6, requires_grad=True)
+    target = torch.randint(0, 19, (2, 4, 6))
+    target[0, :2] = IGNORE_INDEX
+    torch.testing.assert_close(ce(logits, target),
+                               nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE_INDEX)(logits, target))
+    void = ce(logits, torch.full_like(target, IGNORE_INDEX))
+    void.backward()
+    assert void.item() == 0 and torch.equal(logits.grad, torch.zeros_like(logits))

@@ -1,0 +1,135 @@
+"""Checkpoints: plain tensors and plain metadata, written atomically, read with ``weights_only=True``.
+
+A checkpoint holds the model's registry spec and weights, the optimizer, scheduler and loss-scaler
+states, the counters and history, every random state, and the run's config, so that ``-c`` continues
+exactly where a run stopped. It is always read onto the CPU first (as torchvision's reference does):
+random states must stay CPU tensors, and ``load_state_dict`` moves the rest to the model's device.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from segkit.io import DataError, atomic_write
+from segkit.models import build_model, model_spec
+from segkit.models.registry import resolve_name
+
+if TYPE_CHECKING:  # the engine builds on this module
+    from segkit.engine import FitState
+
+CHECKPOINT_FORMAT = "segkit-checkpoint/1"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (the model itself otherwise)."""
+    return getattr(model, "module", model)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random state a resumed run must continue from, as plain data on the CPU."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                  "has_gauss": has_gauss, "gauss": gauss},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the random states of ``rng_state()`` (tensors read onto the CPU)."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, state: FitState) -> Path:
+    """Write ``state`` to ``path`` atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    spec = model_spec(state.model)
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "model_name": spec["name"],
+        "model_options": spec["options"],
+        "state_dict": unwrap(state.model).state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "best_miou": state.best_miou,
+        "rng": rng_state(),
+        "config": asdict(state.config),
+        "metrics": state.last,
+        "history": state.history,
+    }
+    with atomic_write(path) as tmp:
+        torch.save(checkpoint, tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a segkit checkpoint onto the CPU safely (``weights_only=True``), naming the file on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for damaged or foreign files
+        raise DataError(f"{path}: not a readable segkit checkpoint ({error})") from error
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{path}: not a segkit checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    return checkpoint
+
+
+def restore(state: FitState, path: str | os.PathLike) -> None:
+    """Continue from the checkpoint at ``path``: weights, optimizer, scheduler, scaler, counters, RNG.
+
+    The file is read onto the CPU; ``load_state_dict`` copies weights and optimizer state onto the
+    device the model is on.
+    """
+    checkpoint = load_checkpoint(path)
+    unwrap(state.model).load_state_dict(checkpoint["state_dict"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.scheduler.load_state_dict(checkpoint["scheduler"])
+    state.scaler.load_state_dict(checkpoint["scaler"])
+    state.epoch, state.step = checkpoint["epoch"], checkpoint["step"]
+    state.best_miou, state.history = checkpoint["best_miou"], list(checkpoint["history"])
+    set_rng_state(checkpoint["rng"])
+
+
+def model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
+                          *, expected: str | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the model of a checkpoint through the registry, with its weights, on ``device``; in
+    eval mode.
+
+    ``expected`` (a model name or alias, e.g. from ``-m``) must name the checkpoint's model.
+    """
+    checkpoint = load_checkpoint(path)
+    if expected is not None and resolve_name(expected) != checkpoint["model_name"]:
+        raise DataError(f"{path}: holds a {checkpoint['model_name']} model, not {expected}")
+    model = build_model(checkpoint["model_name"], **checkpoint["model_options"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval(), checkpoint
+
+
+def check_checkpoint_dir(out: Path) -> None:
+    """Refuse to write checkpoints inside the installed package."""
+    package = Path(__import__("segkit").__path__[0]).resolve()
+    if out.resolve() == package or package in out.resolve().parents:
+        raise ValueError(f"{out}: checkpoints are never written into the segkit package; "
+                         "choose another --out")

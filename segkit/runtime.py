@@ -1,0 +1,106 @@
+"""What the hardware can do, asked in one place: the device, seeds and determinism, mixed precision,
+and a cap on the CUDA allocator.
+
+Everything here is small on purpose: branches that only a GPU takes are kept to a line or two and
+tested on the CPU with stand-ins (patched capability checks).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from segkit import distributed
+
+GIB = 2**30
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; under torchrun, this process's GPU or the CPU.
+
+    A device that this machine does not have is refused with a one-line ``ValueError``.
+    """
+    if distributed.is_initialized():
+        return distributed.process_device(name)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this machine has no CUDA GPU that torch can use "
+                         f"(torch {torch.__version__}); use --device cpu or auto")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                     and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name}: Apple's MPS is not available here; use --device cpu or auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (every GPU included)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_determinism(deterministic: bool) -> None:
+    """Deterministic kernels where they exist (slower on GPUs), or cuDNN's autotuner for speed.
+
+    Off by default, as in torchvision's reference scripts: on CUDA, cross-entropy and bilinear
+    upsampling have no deterministic backward anyway, so the exact-repeat guarantee holds on the
+    CPU only. The ``ci`` profile switches it on, for notebook outputs that compare equal.
+    """
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``; None means full fp32.
+
+    ``auto`` uses bf16 on GPUs whose tensor cores run it natively (Ampere and later; no loss scaling
+    needed) and fp16 with a ``GradScaler`` on older ones (Turing, Volta: torch emulates bf16 there,
+    slowly). On the CPU ``auto`` is fp32; ask for ``bf16`` explicitly (see ``segkit bench train``).
+    """
+    if amp == "off":
+        return None
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if native else torch.float16
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
+def gpu_memory_gib(device: torch.device | None = None) -> float | None:
+    """Total memory of the (current) CUDA GPU in GiB, or None without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(device or torch.cuda.current_device()).total_memory / GIB
+
+
+def cap_gpu_memory(gib: float | None, device: torch.device) -> str | None:
+    """Let torch's CUDA allocator use at most ``gib`` GiB of ``device``, so that a large GPU behaves
+    like a small one (``--gpu-memory``); returns a line saying so, or None when nothing was capped.
+
+    The cap covers tensors only: the CUDA context (a few hundred MB) comes on top, as on the card
+    being imitated.
+    """
+    if gib is None or device.type != "cuda":
+        return None
+    if gib <= 0:
+        raise ValueError(f"--gpu-memory {gib:g}: give the GiB to allow, a number above 0")
+    total = gpu_memory_gib(device)
+    fraction = min(1.0, gib / total)
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return (f"CUDA allocator capped at {fraction * total:.1f} GiB of {total:.1f} GiB "
+            f"({torch.cuda.get_device_name(device)})")
