@@ -19,6 +19,18 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of frames or auto, got {text!r}")
+    return value
+
+
 def _selection(values: Sequence[str] | None) -> dict[str, list[str]] | None:
     """``["train=hamburg,bremen", "val=frankfurt"]`` -> ``{"train": [...], "val": [...]}``."""
     if not values:
@@ -176,9 +188,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     models = list_models(include_aliases=True)
     parser.add_argument("-m", "--model", required=True, choices=models, metavar="MODEL",
                         help=f"one of {', '.join(models)}")
-    parser.add_argument("--profile", choices=sorted(PROFILES),
-                        help="ci | cpu | gpu: data and training strength "
-                             "(default: $SEGKIT_PROFILE or cpu)")
+    parser.add_argument("--profile", choices=["auto", *PROFILES],
+                        help="auto | ci | cpu | laptop | gpu: data and training strength (default: "
+                             "$SEGKIT_PROFILE, else auto: cpu, laptop under 16 GiB of GPU memory, gpu)")
     parser.add_argument("--data", help="prepared or official Cityscapes root "
                                        "(default: the profile's synthetic set, made if missing)")
     parser.add_argument("--out", help="checkpoint folder (default: checkpoints/MODEL)")
@@ -194,8 +206,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frame height at scale 1 before the random crop (default: crop height)")
     parser.add_argument("--val-size", type=_size, metavar="WxH",
                         help="validation resolution (default: --size)")
-    parser.add_argument("--batch-size", type=int,
-                        help="frames per batch, per process under torchrun (default: the profile's)")
+    parser.add_argument("--batch-size", type=_batch_size, metavar="N|auto",
+                        help="frames per batch, per process under torchrun (default: the profile's); "
+                             "auto: the largest that segkit plan says fits, confirmed on CUDA")
     parser.add_argument("--accumulate", type=int, help="gradient accumulation steps")
     parser.add_argument("--optimizer", choices=OPTIMIZERS)
     parser.add_argument("--scheduler", choices=SCHEDULERS)
@@ -209,6 +222,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sync-bn", action="store_true",
                         help="under torchrun on GPUs: BatchNorm statistics over the global batch")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--gpu-memory", type=float, metavar="GIB",
+                        help="cap torch's CUDA allocator at this many GiB, so that a large GPU behaves "
+                             "like a smaller card; --batch-size auto plans for it too")
+    parser.add_argument("--deterministic", action="store_true", default=None,
+                        help="deterministic kernels: repeatable on the CPU, slower on GPUs "
+                             "(default: off, cuDNN autotuning on; the ci profile turns it on)")
+    parser.add_argument("--log-every", type=int, metavar="N",
+                        help="batches between loss read-backs (default: 20; each waits for the GPU)")
     parser.add_argument("--workers", dest="num_workers", type=int, help="DataLoader workers")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--max-iters", type=int, help="cap on iterations per epoch")
@@ -221,14 +242,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DeepLab: ImageNet weights from torchvision (cache or download) or a file")
     parser.add_argument("--allow-random-init", action="store_true",
                         help="DeepLab: continue from random weights if pretrained ones are unavailable")
-    parser.add_argument("--checkpoint-backbone", action="store_true",
-                        help="DeepLab: activation checkpointing in the backbone (less memory)")
+    parser.add_argument("--checkpointing", "--checkpoint-backbone", dest="checkpointing",
+                        action="store_true",
+                        help="activation checkpointing: recompute blocks in backward for less memory "
+                             "(DeepLab: the backbone stages)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _model_options(args) -> dict:
+    from segkit.models.registry import resolve_name
+
+    checkpointing = ("checkpoint_backbone" if resolve_name(args.model) == "deeplabv3plus"
+                     else "checkpointing")
     options = {"backbone": args.backbone, "output_stride": args.output_stride,
-               "checkpoint_backbone": args.checkpoint_backbone or None,
+               checkpointing: args.checkpointing or None,
                "allow_random_init": args.allow_random_init or None,
                "pretrained_backbone": (True if args.pretrained_backbone == "imagenet"
                                        else args.pretrained_backbone)}
@@ -240,7 +267,8 @@ def _run_train(args) -> int:
 
     fields = ("epochs", "lr", "size", "base_height", "val_size", "batch_size", "accumulate",
               "optimizer", "scheduler", "warmup_iters", "loss", "gamma", "amp", "device",
-              "num_workers", "seed", "max_iters", "oom", "label_scheme")
+              "num_workers", "seed", "max_iters", "oom", "label_scheme", "gpu_memory",
+              "deterministic", "log_every")
     changes = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if args.class_weights:
         changes["class_weights"] = True

@@ -4,9 +4,11 @@
 Table 1 (Adam, lr 1e-3, weight decay 1e-5, batch 8). Notebooks use ``dataclasses.replace(cfg, …)``;
 the command line is built from the same fields; ``asdict(cfg)`` goes into every checkpoint.
 
-Profiles (``ci``, ``cpu``, ``gpu``) choose data size, resolution and epochs so that one notebook runs
-in minutes on two CPU cores for CI, gives a real result on a laptop CPU, or follows the original study
-on a GPU. Pick one by argument or with the ``SEGKIT_PROFILE`` environment variable.
+Profiles (``ci``, ``cpu``, ``laptop``, ``gpu``) choose data size, resolution and epochs so that one
+notebook runs in minutes on two CPU cores for CI, gives a real result on a laptop CPU, fits a 6 GB
+laptop GPU, or follows the original study on a large GPU. Pick one by argument or with the
+``SEGKIT_PROFILE`` environment variable; ``auto`` (the default) picks ``cpu``, ``laptop`` or ``gpu``
+from the device and its memory.
 """
 
 from __future__ import annotations
@@ -91,10 +93,16 @@ class TrainConfig:
             f" per process x {processes} processes = {self.batch_size * processes}" if processes > 1 else "")
         warmup = f", {self.warmup_iters} warm-up iters" if self.warmup_iters else ""
         loss = f"{'class-weighted ' if self.class_weights else ''}{self.loss}"
+        extras = [name for name, on in (("channels_last", self.channels_last),
+                                        ("deterministic", self.deterministic)) if on]
+        if self.amp != "auto":
+            extras.append(f"amp {self.amp}")
+        if self.gpu_memory:
+            extras.append(f"CUDA allocator capped at {self.gpu_memory:g} GiB")
         return (f"{self.epochs} epochs of {width}x{height} crops, {batch}, "
                 f"{self.optimizer} lr {self.lr:g} ({self.scheduler}{warmup}), "
                 f"weight decay {self.weight_decay:g}, {loss} loss"
-                f"{', channels_last' if self.channels_last else ''}")
+                + "".join(f", {extra}" for extra in extras))
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes``; unknown keys raise ``TypeError`` naming them."""
@@ -144,12 +152,45 @@ PROFILES = {
 }
 
 
-def get_profile(name: str | None = None) -> Profile:
-    """The profile ``name``, else ``$SEGKIT_PROFILE``, else ``cpu``."""
-    name = name or os.environ.get("SEGKIT_PROFILE") or "cpu"
+#: Below this much GPU memory (GiB) ``auto`` picks the ``laptop`` profile, from it on ``gpu``.
+LARGE_GPU_GIB = 16.0
+
+
+def auto_profile() -> tuple[str, str]:
+    """The profile for this machine and why: ``cpu`` without CUDA, ``laptop`` for a GPU of less than
+    16 GiB, ``gpu`` for larger ones."""
+    from segkit.runtime import gpu_memory_gib
+
+    memory = gpu_memory_gib()
+    if memory is None:
+        return "cpu", "no CUDA GPU"
+    import torch
+
+    name = "laptop" if memory < LARGE_GPU_GIB else "gpu"
+    return name, f"{torch.cuda.get_device_name()}, {memory:.1f} GiB"
+
+
+def profile_name(name: str | None = None) -> str:
+    """The profile ``name``, else ``$SEGKIT_PROFILE``, else ``auto`` resolved for this machine."""
+    name = name or os.environ.get("SEGKIT_PROFILE") or "auto"
+    if name == "auto":
+        name = auto_profile()[0]
     if name not in PROFILES:
-        raise KeyError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
-    return PROFILES[name]
+        raise KeyError(f"unknown profile {name!r}; choose one of auto, {', '.join(PROFILES)}")
+    return name
+
+
+def describe_profile(name: str | None = None) -> str:
+    """``"profile laptop (auto: NVIDIA GeForce GTX 1660 Ti, 5.8 GiB)"``, or ``"profile ci"`` when named."""
+    chosen = profile_name(name)
+    if (name or os.environ.get("SEGKIT_PROFILE") or "auto") != "auto":
+        return f"profile {chosen}"
+    return f"profile {chosen} (auto: {auto_profile()[1]})"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile ``name``, else ``$SEGKIT_PROFILE``, else the one ``auto`` picks for this machine."""
+    return PROFILES[profile_name(name)]
 
 
 def profile_config(model: str, profile: str | None = None, **changes: Any) -> TrainConfig:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from segkit import distributed, labels
 from segkit.callbacks import Checkpointer, PrintMetrics, ProgressBar, TensorBoardLogger
 from segkit.checkpoints import model_from_checkpoint
-from segkit.config import TrainConfig, get_profile, profile_config
+from segkit.config import TrainConfig, describe_profile, get_profile, profile_config
 from segkit.datasets import CityscapesSegmentation, build_loaders, ensure_synthetic
 from segkit.engine import Callback, FitState, check_has_labels, evaluate, fit
 from segkit.inference import Inference, LabelIdWriter, write_label_ids
@@ -23,7 +23,7 @@ from segkit.metrics import format_categories, format_table
 from segkit.models import build_model
 from segkit.models.registry import resolve_name
 from segkit.prepare import read_manifest
-from segkit.runtime import resolve_device, seed_everything
+from segkit.runtime import autocast_dtype, cap_gpu_memory, gpu_memory_gib, resolve_device, seed_everything
 from segkit.transforms import eval_transforms
 
 
@@ -51,6 +51,9 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
     rather than overwritten. Under torchrun every process runs this (``segkit.distributed``): process
     0 makes the data, prints, logs and checkpoints; ``callbacks`` run in every process.
     """
+    auto_batch = changes.get("batch_size") == "auto"
+    if auto_batch:
+        del changes["batch_size"]
     config = train_config(model, profile=profile, data=data, out=out, log_dir=log_dir,
                           model_options=model_options, **changes)
     last = Path(config.out, "last.pt")
@@ -64,11 +67,15 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
         root = config.data or distributed.main_process_first(
             lambda: ensure_synthetic(get_profile(profile), progress=progress and main))
         config = config.replace(data=str(root))
+        batch_note = None
+        if auto_batch:
+            batch, batch_note = auto_batch_size(config)
+            config = config.replace(batch_size=batch)
         train_loader, val_loader = build_loaders(root, config)
         net = distributed.main_process_first(lambda: _build_model(config))  # weights made once
         observers = []
         if main:
-            _print_header(net, config, train_loader, val_loader)
+            _print_header(net, config, train_loader, val_loader, describe_profile(profile), batch_note)
             observers = [ProgressBar(min(len(train_loader), config.max_iters or len(train_loader)),
                                      disable=not progress),
                          PrintMetrics(), TensorBoardLogger(config.log_dir), Checkpointer(config.out)]
@@ -83,11 +90,57 @@ def _build_model(config: TrainConfig):
                        **config.model_options)
 
 
-def _print_header(net, config: TrainConfig, train_loader: DataLoader, val_loader: DataLoader) -> None:
+def auto_batch_size(config: TrainConfig) -> tuple[int, str]:
+    """The largest batch that ``segkit plan`` says fits the GPU (``config.gpu_memory``, else the
+    device's memory, else a 6 GiB card) and a note saying how it was chosen.
+
+    On CUDA one real forward and backward pass at that batch confirms it, halving on out-of-memory
+    (as Lightning's batch-size finder does).
+    """
+    from segkit import planner
+
+    device = resolve_device(config.device)
+    on_gpu = gpu_memory_gib(device) if device.type == "cuda" else None
+    memory = config.gpu_memory or on_gpu or planner.DEFAULT_GPU_GIB
+    planned = planner.choose_batch_size(config, memory)
+    note = f"batch {planned} planned for {memory:.1f} GiB by segkit plan"
+    if device.type != "cuda":
+        return planned, note + " (not confirmed: no CUDA device)"
+    cap_gpu_memory(config.gpu_memory, device)
+    confirmed = planner.confirm_batch_size(lambda batch: probe_step(config, device, batch), planned)
+    return confirmed, note + f", {confirmed} confirmed by a forward+backward pass on {device}"
+
+
+def probe_step(config: TrainConfig, device: torch.device, batch: int) -> None:
+    """One training step of ``config``'s model at ``batch`` on random data, memory freed after."""
+    net = _build_model(config).to(device).train()
+    optimizer = torch.optim.Adam(net.parameters())
+    width, height = config.size
+    images = torch.randn(batch, 3, height, width, device=device)
+    masks = torch.randint(0, labels.num_classes(config.label_scheme), (batch, height, width),
+                          device=device)
+    if config.channels_last:
+        net, images = net.to(memory_format=torch.channels_last), images.contiguous(
+            memory_format=torch.channels_last)
+    dtype = autocast_dtype(config.amp, device)
+    try:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(net(images).float(), masks)
+        loss.backward()
+        optimizer.step()
+    finally:
+        del net, optimizer, images, masks
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _print_header(net, config: TrainConfig, train_loader: DataLoader, val_loader: DataLoader,
+                  profile: str, batch_note: str | None) -> None:
     params = sum(p.numel() for p in net.parameters())
     print(f"training {config.model} ({params / 1e6:.2f} M parameters) on {config.data}: "
-          f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val frames; "
-          f"{config.summary(distributed.world_size())}; device {resolve_device(config.device)}; "
+          f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val frames; {profile}; "
+          f"{config.summary(distributed.world_size())}"
+          f"{f' ({batch_note})' if batch_note else ''}; device {resolve_device(config.device)}; "
           f"checkpoints in {config.out}, TensorBoard logs in {config.log_dir}", flush=True)
 
 

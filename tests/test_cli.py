@@ -164,3 +164,14 @@ def test_predict_command_on_a_folder_with_a_damaged_file(tiny_checkpoint, prepar
     assert main(["predict", str(photos / "frame.jpg"), "-m", "my_fcn", "--checkpoint",
                  str(tiny_checkpoint), "--out", str(tmp_path / "other")]) == 2
     assert "holds a unet model, not my_fcn" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("device", "message"), [("banana", "not a device"), ("cuda", "no CUDA GPU")])
+def test_train_on_a_device_this_machine_lacks_is_one_line(prepared_root, tmp_path, capsys, device,
+                                                          message):
+    if device == "cuda" and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["train", "-m", "my_fcn", "--profile", "ci", "--data", str(prepared_root),
+                 "--device", device, "--out", str(tmp_path / "ck"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err

@@ -75,3 +75,17 @@ def test_gpu_memory_cap_sets_the_allocator_fraction(monkeypatch):
     assert runtime.cap_gpu_memory(6, torch.device("cpu")) is None and len(calls) == 2
     with pytest.raises(ValueError, match="above 0"):
         runtime.cap_gpu_memory(0, torch.device("cuda", 0))
+
+
+@pytest.mark.parametrize(("memory", "expected"), [(None, "cpu"), (5.8, "laptop"), (80.0, "gpu")])
+def test_the_auto_profile_follows_the_device_and_its_memory(monkeypatch, memory, expected):
+    from segkit import config
+
+    monkeypatch.delenv("SEGKIT_PROFILE", raising=False)
+    monkeypatch.setattr(runtime, "gpu_memory_gib", lambda device=None: memory)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Stand-in GPU")
+    assert config.profile_name() == config.profile_name("auto") == expected
+    assert config.describe_profile().startswith(f"profile {expected} (auto: ")
+    assert config.describe_profile("ci") == "profile ci"
+    monkeypatch.setenv("SEGKIT_PROFILE", "ci")
+    assert config.profile_name() == "ci"
