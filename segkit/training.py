@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from segkit import distributed, labels
 from segkit.callbacks import Checkpointer, PrintMetrics, ProgressBar, TensorBoardLogger
-from segkit.checkpoints import model_from_checkpoint
+from segkit.checkpoints import load_checkpoint, model_from_checkpoint
 from segkit.config import TrainConfig, describe_profile, get_profile, profile_config
 from segkit.datasets import CityscapesSegmentation, build_loaders, ensure_synthetic
 from segkit.engine import Callback, FitState, check_has_labels, evaluate, fit
@@ -54,14 +54,18 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
     auto_batch = changes.get("batch_size") == "auto"
     if auto_batch:
         del changes["batch_size"]
-    config = train_config(model, profile=profile, data=data, out=out, log_dir=log_dir,
-                          model_options=model_options, **changes)
-    last = Path(config.out, "last.pt")
-    if resume and not last.is_file():
-        raise DataError(f"{last}: nothing to continue (train without -c/--continue_training first)")
-    if not resume and last.exists():
-        raise DataError(f"{config.out}: already holds a run (last.pt); continue it with "
-                        "-c/--continue_training or choose another --out")
+    last = Path(out or Path("checkpoints", resolve_name(model)), "last.pt")
+    if resume:
+        if log_dir is not None:
+            changes["log_dir"] = str(log_dir)
+        config = continued_config(last, model, data=data, model_options=model_options, **changes)
+        auto_batch = False  # the run keeps its recorded batch
+    else:
+        if last.exists():
+            raise DataError(f"{last.parent}: already holds a run (last.pt); continue it with "
+                            "-c/--continue_training or choose another --out")
+        config = train_config(model, profile=profile, data=data, out=out, log_dir=log_dir,
+                              model_options=model_options, **changes)
     with distributed.process_group(config.device):
         main = distributed.is_main_process()
         root = config.data or distributed.main_process_first(
@@ -88,6 +92,58 @@ def _build_model(config: TrainConfig):
     seed_everything(config.seed)
     return build_model(config.model, num_classes=labels.num_classes(config.label_scheme),
                        **config.model_options)
+
+
+#: What ``-c`` may change: how the rest of a run is carried out, not what it learns from.
+CONTINUE_MAY_CHANGE = frozenset({"epochs", "device", "num_workers", "log_every", "gpu_memory", "oom",
+                                 "log_dir", "max_val_batches"})
+_FLAGS = {"model": "-m", "epochs": "-n", "model_options": "--model options"}
+
+
+def continued_config(last: Path, model: str, *, data: str | os.PathLike | None = None,
+                     model_options: dict[str, Any] | None = None, **changes: Any) -> TrainConfig:
+    """The recorded config of the run whose checkpoint is ``last``, for ``-c``.
+
+    Data, model, recipe and schedule come from the checkpoint. Repeating a setting with its
+    recorded value is fine; another value is refused (``DataError``) naming the flag, the recorded
+    value and what to do, except for the settings in ``CONTINUE_MAY_CHANGE`` (more epochs, another
+    device, …). A finished run is refused with the way to train on.
+    """
+    if not last.is_file():
+        raise DataError(f"{last}: nothing to continue (train without -c/--continue_training first)")
+    checkpoint = load_checkpoint(last)
+    recorded = TrainConfig.from_dict(checkpoint["config"])
+    given = {"model": resolve_name(model), **changes}
+    if data is not None and Path(data).resolve() != Path(recorded.data or "").resolve():
+        _refuse_change(last, "data", recorded.data, data)
+    for name, value in given.items():
+        if name not in CONTINUE_MAY_CHANGE and _normal(value) != _normal(getattr(recorded, name)):
+            _refuse_change(last, name, getattr(recorded, name), value)
+    for name, value in (model_options or {}).items():
+        if value != recorded.model_options.get(name):
+            _refuse_change(last, name, recorded.model_options.get(name), value)
+    config = recorded.replace(out=str(last.parent),  # the folder may have been moved or copied
+                              **{k: v for k, v in given.items() if k in CONTINUE_MAY_CHANGE})
+    if config.epochs != recorded.epochs and recorded.scheduler != "none":
+        print(f"note: the {recorded.scheduler} schedule was planned for {recorded.epochs} epochs and is "
+              f"now stretched over {config.epochs}: the learning rate continues from that longer "
+              "curve, a little higher than where it had decayed to", flush=True)
+    if checkpoint["epoch"] >= config.epochs:
+        raise DataError(f"{last}: this run is finished ({checkpoint['epoch']} of {config.epochs} "
+                        f"epochs); to train on, continue it with more epochs, e.g. -c -n "
+                        f"{config.epochs + max(1, config.epochs // 2)}")
+    return config
+
+
+def _normal(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _refuse_change(last: Path, name: str, recorded: Any, given: Any) -> None:
+    flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+    raise DataError(f"{last}: -c continues the run as recorded, and it was trained with {flag} "
+                    f"{recorded}, not {given}; drop {flag} to continue it, or train a new run "
+                    "with another --out")
 
 
 def auto_batch_size(config: TrainConfig) -> tuple[int, str]:

@@ -175,3 +175,44 @@ def test_train_on_a_device_this_machine_lacks_is_one_line(prepared_root, tmp_pat
                  "--device", device, "--out", str(tmp_path / "ck"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(prepared_root, tmp_path_factory):
+    """``segkit train`` for one epoch of the ci profile on ``prepared_root``, with poly decay."""
+    out = tmp_path_factory.mktemp("run") / "ck"
+    assert main(["train", "-m", "my_fcn", "--profile", "ci", "--data", str(prepared_root),
+                 "--batch-size", "2", "--scheduler", "poly", "-n", "1", "--out", str(out),
+                 "--log_dir", str(out.parent / "tb"), "--quiet"]) == 0
+    return out
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--lr", "1e30"], "trained with --lr 0.001, not 1e+30"),
+    (["-m", "unet"], "trained with -m my_fcn, not unet"),
+    (["--data", "elsewhere"], "trained with --data"),
+    (["--size", "64x32"], "trained with --size (128, 64)"),
+])
+def test_continue_refuses_another_recipe_in_one_line(one_epoch_run, tmp_path, capsys, flags, message):
+    import shutil
+
+    out = shutil.copytree(one_epoch_run, tmp_path / "ck")
+    model = [] if "-m" in flags else ["-m", "my_fcn"]
+    assert main(["train", *model, *flags, "-n", "2", "--out", str(out), "-c", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "drop" in err and err.count("\n") == 1
+
+
+def test_continue_takes_data_and_recipe_from_the_run(one_epoch_run, prepared_root, tmp_path, capsys):
+    import shutil
+
+    out = shutil.copytree(one_epoch_run, tmp_path / "ck")
+    capsys.readouterr()
+    # no --data and no --profile: the run's own data and recipe, not the synthetic default
+    assert main(["train", "-m", "my_fcn", "--lr", "0.001", "-n", "2", "--out", str(out), "-c",
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"on {prepared_root}" in printed and "batch 2" in printed and "stretched over 2" in printed
+    assert load_checkpoint(out / "last.pt")["epoch"] == 2
+    assert main(["train", "-m", "my_fcn", "--out", str(out), "-c", "--quiet"]) == 2
+    assert "this run is finished (2 of 2 epochs)" in capsys.readouterr().err
