@@ -64,6 +64,10 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
         if last.exists():
             raise DataError(f"{last.parent}: already holds a run (last.pt); continue it with "
                             "-c/--continue_training or choose another --out")
+        if last.parent.is_dir() and any(last.parent.iterdir()):
+            held = ", ".join(sorted(path.name for path in last.parent.iterdir())[:3])
+            raise DataError(f"{last.parent}: not empty ({held}…) and not a run to continue; a new run "
+                            "never writes over other files: choose another --out")
         config = train_config(model, profile=profile, data=data, out=out, log_dir=log_dir,
                               model_options=model_options, **changes)
     with distributed.process_group(config.device):

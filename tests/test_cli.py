@@ -216,3 +216,14 @@ def test_continue_takes_data_and_recipe_from_the_run(one_epoch_run, prepared_roo
     assert load_checkpoint(out / "last.pt")["epoch"] == 2
     assert main(["train", "-m", "my_fcn", "--out", str(out), "-c", "--quiet"]) == 2
     assert "this run is finished (2 of 2 epochs)" in capsys.readouterr().err
+
+
+def test_a_new_run_never_writes_over_the_users_files(one_epoch_run, prepared_root, tmp_path, capsys):
+    folder = tmp_path / "userck"
+    folder.mkdir()
+    (folder / "best.pt").write_bytes((one_epoch_run / "best.pt").read_bytes())
+    before = (folder / "best.pt").read_bytes()
+    assert main(["train", "-m", "my_fcn", "--profile", "ci", "--data", str(prepared_root), "-n", "1",
+                 "--max-iters", "1", "--out", str(folder), "--quiet"]) == 2
+    assert "not empty (best.pt" in capsys.readouterr().err
+    assert (folder / "best.pt").read_bytes() == before
