@@ -339,3 +339,94 @@ def bench_train(*, models: Sequence[str] = ("my_fcn", "unet", "deeplabv3plus"),
           f"peak {figures['confmat_peak_mb']:.1f} MB vs {figures['reference_peak_mb']:.1f} MB "
           f"({1 / figures['confmat_memory_ratio']:.0f}x less)")
     return figures
+
+
+# --- GPU: the laptop profile under a memory cap ---------------------------------------------------
+
+def bench_gpu(*, models: Sequence[str] = ("my_fcn", "unet", "deeplabv3plus"), profile: str = "laptop",
+              cap_gib: float = 6.0, steps: int = 5, frames: int = 8) -> dict | None:
+    """Per model, in ``profile``'s settings under a ``cap_gib`` allocator cap: training img/s, peak
+    memory measured (``torch.cuda.max_memory_allocated``) against the planner's estimate, and the
+    training loader's samples/s against the step rate (below it, the GPU waits for data).
+
+    Returns None without CUDA (nothing is measured). Prints a table and returns the figures.
+    """
+    if not torch.cuda.is_available():
+        return None
+    from segkit import planner
+    from segkit.config import get_profile, profile_config
+    from segkit.runtime import cap_gpu_memory
+
+    device = torch.device("cuda", torch.cuda.current_device())
+    figures: dict = {"machine": machine(), "profile": profile, "cap_gib": cap_gib,
+                     "cap": cap_gpu_memory(cap_gib, device), "models": {}}
+    print(f"segkit bench gpu — {figures['machine']}; {figures['cap']}")
+    with tempfile.TemporaryDirectory(prefix="segkit-bench-gpu-") as tmp:
+        generate(Path(tmp, "raw"), size=get_profile(profile).synth_size, frames=frames,
+                 cities={"train": ("hamburg",)}, progress=False)
+        prepare(Path(tmp, "raw"), Path(tmp, "prepared"), select={"train": None}, workers=0,
+                progress=False)
+        for name in models:
+            config = profile_config(name, profile, gpu_memory=cap_gib)
+            config = config.replace(model_options={**config.model_options, "pretrained_backbone": False})
+            row = _gpu_step_figures(config, device, steps)
+            row["planned_gib"] = planner.plan_config(config).tensor_gib
+            row["planned_error"] = row["planned_gib"] / row["peak_gib"] - 1
+            dataset = CityscapesSegmentation(Path(tmp, "prepared"), "train",
+                                             train_transforms(size=config.size,
+                                                              base_height=config.base_height))
+            row["loader_samples_per_s"] = loader_samples_per_s(
+                dataset, batch_size=config.batch_size, num_workers=config.num_workers)
+            row["starved"] = row["loader_samples_per_s"] < row["img_per_s"]
+            torch.cuda.empty_cache()
+            figures["models"][name] = row
+            print(f"{name:<14} batch {config.batch_size} {config.size[0]}x{config.size[1]} {config.amp}"
+                  f"{' +checkpointing' if planner.checkpointing(config) else ''}: "
+                  f"{row['img_per_s']:7.1f} img/s, peak {row['peak_gib']:.2f} GiB (planned "
+                  f"{row['planned_gib']:.2f}, {100 * row['planned_error']:+.0f} %), loader "
+                  f"{row['loader_samples_per_s']:.1f} samples/s"
+                  f"{' — the GPU waits for data' if row['starved'] else ''}", flush=True)
+    return figures
+
+
+def config_step(config, device: torch.device, batch_size: int | None = None) -> Callable[[], None]:
+    """One optimizer step of ``config``'s model as ``fit`` runs it (precision, memory layout, loss
+    scaling, Adam) on a random batch of ``config.size``, repeated by each call of what it returns."""
+    torch.manual_seed(0)
+    batch = batch_size or config.batch_size
+    model = build_model(config.model, **config.model_options).to(device).train()
+    width, height = config.size
+    images = torch.randn(batch, 3, height, width, device=device)
+    masks = torch.randint(0, NUM_CLASSES, (batch, height, width), device=device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    dtype = autocast_dtype(config.amp, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    criterion = build_loss("ce")
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = criterion(model(images).float(), masks)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _gpu_step_figures(config, device: torch.device, steps: int) -> dict[str, float]:
+    """img/s over ``steps`` timed optimizer steps (after one untimed) and the peak allocated GiB."""
+    torch.cuda.reset_peak_memory_stats(device)
+    step = config_step(config, device)
+    step()
+    torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - started
+    return {"img_per_s": steps * config.batch_size / seconds,
+            "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30}

@@ -148,6 +148,18 @@ def _add_bench(commands) -> None:
                        help="on the CPU, measure bf16 autocast even without native bf16 (very slow)")
     train.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     train.set_defaults(run=_run_bench_train)
+    gpu = targets.add_parser("gpu", help="CUDA: the laptop profile under a memory cap",
+                             description="Per model in the laptop profile under a --gpu-memory cap: "
+                                         "training img/s, peak memory measured against segkit plan's "
+                                         "estimate, and loader samples/s against the step rate. "
+                                         "Without CUDA it says so in one line and measures nothing.")
+    gpu.add_argument("--models", nargs="+", default=["my_fcn", "unet", "deeplabv3plus"])
+    gpu.add_argument("--profile", default="laptop", help="default: %(default)s")
+    gpu.add_argument("--gpu-memory", type=float, default=6.0, metavar="GIB",
+                     help="allocator cap (default: %(default)s, the original study's 6 GB card)")
+    gpu.add_argument("--steps", type=int, default=5, help="timed steps per model (default: %(default)s)")
+    gpu.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    gpu.set_defaults(run=_run_bench_gpu)
 
 
 def _run_bench_data(args) -> int:
@@ -165,6 +177,22 @@ def _run_bench_train(args) -> int:
 
     figures = bench_train(models=args.models, sizes=args.sizes, batch_size=args.batch_size,
                           repeats=args.repeats, device=args.device, full=args.full, bf16=args.bf16)
+    if args.json:
+        print(json.dumps(figures))
+    return 0
+
+
+def _run_bench_gpu(args) -> int:
+    import torch
+
+    from segkit.bench import bench_gpu
+
+    figures = bench_gpu(models=args.models, profile=args.profile, cap_gib=args.gpu_memory,
+                        steps=args.steps)
+    if figures is None:
+        reason = f"CUDA is absent (torch {torch.__version__} sees no GPU): nothing measured"
+        print(json.dumps({"cuda": False, "reason": reason}) if args.json else f"segkit bench gpu: {reason}")
+        return 0
     if args.json:
         print(json.dumps(figures))
     return 0

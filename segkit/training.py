@@ -23,7 +23,7 @@ from segkit.metrics import format_categories, format_table
 from segkit.models import build_model
 from segkit.models.registry import resolve_name
 from segkit.prepare import read_manifest
-from segkit.runtime import autocast_dtype, cap_gpu_memory, gpu_memory_gib, resolve_device, seed_everything
+from segkit.runtime import cap_gpu_memory, gpu_memory_gib, resolve_device, seed_everything
 from segkit.transforms import eval_transforms
 
 
@@ -172,26 +172,12 @@ def auto_batch_size(config: TrainConfig) -> tuple[int, str]:
 
 
 def probe_step(config: TrainConfig, device: torch.device, batch: int) -> None:
-    """One training step of ``config``'s model at ``batch`` on random data, memory freed after."""
-    net = _build_model(config).to(device).train()
-    optimizer = torch.optim.Adam(net.parameters())
-    width, height = config.size
-    images = torch.randn(batch, 3, height, width, device=device)
-    masks = torch.randint(0, labels.num_classes(config.label_scheme), (batch, height, width),
-                          device=device)
-    if config.channels_last:
-        net, images = net.to(memory_format=torch.channels_last), images.contiguous(
-            memory_format=torch.channels_last)
-    dtype = autocast_dtype(config.amp, device)
-    try:
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = torch.nn.functional.cross_entropy(net(images).float(), masks)
-        loss.backward()
-        optimizer.step()
-    finally:
-        del net, optimizer, images, masks
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    """One training step of ``config``'s model at ``batch`` on random data; its memory freed after."""
+    from segkit.bench import config_step
+
+    config_step(config, device, batch)()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _print_header(net, config: TrainConfig, train_loader: DataLoader, val_loader: DataLoader,

@@ -13,7 +13,8 @@ from segkit.datasets import CityscapesSegmentation
 
 
 @pytest.mark.parametrize("command", [[], ["synth"], ["prepare"], ["train"], ["test"], ["predict"],
-                                     ["export"], ["bench"], ["bench", "data"], ["bench", "train"]])
+                                     ["export"], ["bench"], ["bench", "data"], ["bench", "train"],
+                                     ["bench", "gpu"]])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([*command, "--help"])
@@ -227,3 +228,13 @@ def test_a_new_run_never_writes_over_the_users_files(one_epoch_run, prepared_roo
                  "--max-iters", "1", "--out", str(folder), "--quiet"]) == 2
     assert "not empty (best.pt" in capsys.readouterr().err
     assert (folder / "best.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("flags", [[], ["--json"]])
+def test_bench_gpu_says_in_one_line_that_cuda_is_absent(monkeypatch, capsys, flags):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert main(["bench", "gpu", *flags]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "CUDA is absent" in out
+    if flags:
+        assert json.loads(out)["cuda"] is False
