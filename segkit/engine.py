@@ -169,6 +169,11 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     weights = (dataset_class_weights(train_loader.dataset, num_classes).to(device)
                if config.class_weights else None)
     criterion = build_loss(config.loss, gamma=config.gamma, class_weights=weights)
+    if _iters_per_epoch(train_loader, config) == 0:
+        dataset = train_loader.dataset
+        raise DataError(f"{getattr(dataset, 'root', 'the dataset')} {getattr(dataset, 'split', '')}: "
+                        f"{len(dataset)} training frames make no full batch of {config.batch_size} "
+                        "(the last, smaller batch is dropped); give a smaller --batch-size or more frames")
     if val_loader is not None:
         check_has_labels(val_loader.dataset)  # before training, not after the first epoch
     if resume is not None:

@@ -322,6 +322,17 @@ def read_manifest(root: str | os.PathLike) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def check_finished(root: str | os.PathLike) -> None:
+    """Refuse a root that ``prepare`` began but did not finish (killed, or out of space): its marker
+    is there, its manifest is not. Official roots and finished copies pass."""
+    root = Path(root)
+    if (root / MARKER).is_file() and not (root / MANIFEST).is_file():
+        source = json.loads((root / MARKER).read_text()).get("source", {})
+        where = source.get("path", "SOURCE") if isinstance(source, dict) else "SOURCE"
+        raise DataError(f"{root}: segkit prepare did not finish here (no {MANIFEST}); finish it by "
+                        f"running the same command again: segkit prepare --source {where} --out {root}")
+
+
 def _manifest(options: dict, records: list[dict]) -> dict:
     """The manifest: source, options, counts per split and city, class pixels, file checksums."""
     counts: dict[str, Counter] = defaultdict(Counter)

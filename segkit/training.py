@@ -22,7 +22,7 @@ from segkit.io import DataError
 from segkit.metrics import format_categories, format_table
 from segkit.models import build_model
 from segkit.models.registry import resolve_name
-from segkit.prepare import read_manifest
+from segkit.prepare import check_finished, read_manifest
 from segkit.runtime import cap_gpu_memory, gpu_memory_gib, resolve_device, seed_everything
 from segkit.transforms import eval_transforms
 
@@ -74,6 +74,7 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
         main = distributed.is_main_process()
         root = config.data or distributed.main_process_first(
             lambda: ensure_synthetic(get_profile(profile), progress=progress and main))
+        check_finished(root)
         config = config.replace(data=str(root))
         batch_note = None
         if auto_batch:
@@ -210,6 +211,7 @@ def test(checkpoint: str | os.PathLike, *, model: str | None = None,
     root = data or config.data
     if root is None:
         raise DataError(f"{checkpoint}: no dataset recorded; give --data")
+    check_finished(root)
     inference = Inference.for_checkpoint(config, mode=mode, size=size, window=window,
                                          stride=stride, tta=tta, scales=scales)
     dataset = CityscapesSegmentation(root, split, eval_transforms(), label_scheme=config.label_scheme)

@@ -238,3 +238,28 @@ def test_bench_gpu_says_in_one_line_that_cuda_is_absent(monkeypatch, capsys, fla
     assert out.count("\n") == 1 and "CUDA is absent" in out
     if flags:
         assert json.loads(out)["cuda"] is False
+
+
+def test_an_unfinished_prepare_is_refused_with_the_command_that_finishes_it(
+        synthetic_source, tmp_path, capsys):
+    from segkit.prepare import MANIFEST, prepare
+
+    out = tmp_path / "pk"
+    prepare(synthetic_source, out, subset="small", progress=False)
+    (out / MANIFEST).unlink()  # as a prepare killed before its end leaves it
+    assert main(["train", "-m", "my_fcn", "--profile", "ci", "--data", str(out), "-n", "1",
+                 "--out", str(tmp_path / "ck"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "did not finish" in err and f"segkit prepare --source {synthetic_source} --out {out}" in err
+
+
+def test_a_split_too_small_for_one_batch_is_refused(tmp_path, capsys):
+    from segkit.prepare import prepare
+    from segkit.synthetic import generate
+
+    generate(tmp_path / "one", size=(128, 64), frames=1, progress=False)
+    prepare(tmp_path / "one", tmp_path / "one_p", progress=False)
+    assert main(["train", "-m", "my_fcn", "--profile", "ci", "--data", str(tmp_path / "one_p"), "-n", "2",
+                 "--batch-size", "2", "--out", str(tmp_path / "ck"), "--quiet"]) == 2
+    assert "1 training frames make no full batch of 2" in capsys.readouterr().err
+    assert not (tmp_path / "ck" / "last.pt").exists()
