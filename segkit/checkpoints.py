@@ -90,10 +90,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for damaged or foreign files
-        raise DataError(f"{path}: not a readable segkit checkpoint ({error})") from error
+        # torch's own message advises weights_only=False, which would run whatever the file holds
+        raise DataError(f"{path}: not a readable segkit checkpoint ({_why_unreadable(error)}); "
+                        "it is damaged or was written by another program") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{path}: not a segkit checkpoint (format {CHECKPOINT_FORMAT} expected)")
     return checkpoint
+
+
+def _why_unreadable(error: Exception) -> str:
+    text = str(error)
+    if "Unsupported global" in text or "weights_only" in text:
+        return "it holds objects other than tensors and plain data, which a safe load refuses"
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def restore(state: FitState, path: str | os.PathLike) -> None:

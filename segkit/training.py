@@ -18,7 +18,7 @@ from segkit.config import TrainConfig, describe_profile, get_profile, profile_co
 from segkit.datasets import CityscapesSegmentation, build_loaders, ensure_synthetic
 from segkit.engine import Callback, FitState, check_has_labels, evaluate, fit
 from segkit.inference import Inference, LabelIdWriter, write_label_ids
-from segkit.io import DataError
+from segkit.io import DataError, remove_partials
 from segkit.metrics import format_categories, format_table
 from segkit.models import build_model
 from segkit.models.registry import resolve_name
@@ -116,6 +116,7 @@ def continued_config(last: Path, model: str, *, data: str | os.PathLike | None =
     """
     if not last.is_file():
         raise DataError(f"{last}: nothing to continue (train without -c/--continue_training first)")
+    remove_partials(last.parent)  # a save that was killed half-way
     checkpoint = load_checkpoint(last)
     recorded = TrainConfig.from_dict(checkpoint["config"])
     given = {"model": resolve_name(model), **changes}

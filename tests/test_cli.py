@@ -263,3 +263,14 @@ def test_a_split_too_small_for_one_batch_is_refused(tmp_path, capsys):
                  "--batch-size", "2", "--out", str(tmp_path / "ck"), "--quiet"]) == 2
     assert "1 training frames make no full batch of 2" in capsys.readouterr().err
     assert not (tmp_path / "ck" / "last.pt").exists()
+
+
+def test_continue_from_random_bytes_is_one_line_without_unsafe_advice(tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "last.pt").write_bytes(np.random.default_rng(0).bytes(100_000))
+    (tmp_path / "r" / ".last.pt.123.partial").write_bytes(b"half")  # a killed save
+    assert main(["train", "-m", "my_fcn", "--out", str(tmp_path / "r"), "-c", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a readable segkit checkpoint" in err
+    assert "weights_only" not in err
+    assert not (tmp_path / "r" / ".last.pt.123.partial").exists()
