@@ -74,12 +74,18 @@ class Checkpointer(Callback):
 
 
 class TensorBoardLogger(Callback):
-    """Scalars (loss, global acc, mean acc, mIoU, lr) and input / label / prediction images."""
+    """Scalars (loss, global acc, mean acc, mIoU, lr) and input / label / prediction images.
+
+    The event file is opened when training starts, so a run refused before that leaves none behind.
+    """
 
     def __init__(self, log_dir: str | os.PathLike):
+        self.log_dir, self.writer = str(log_dir), None
+
+    def on_fit_start(self, state: FitState) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(log_dir))
+        self.writer = SummaryWriter(self.log_dir)
 
     def on_log(self, state: FitState) -> None:
         self.writer.add_scalar("train/batch_loss", state.batch_loss, state.step)

@@ -131,8 +131,15 @@ def model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = 
     checkpoint = load_checkpoint(path)
     if expected is not None and resolve_name(expected) != checkpoint["model_name"]:
         raise DataError(f"{path}: holds a {checkpoint['model_name']} model, not {expected}")
-    model = build_model(checkpoint["model_name"], **checkpoint["model_options"])
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model = build_model(checkpoint["model_name"], **checkpoint["model_options"])
+        model.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, TypeError) as error:  # a name or option this segkit does not know
+        raise DataError(f"{path}: its model cannot be rebuilt: {error.args[0] if error.args else error}"
+                        ) from error
+    except RuntimeError as error:  # load_state_dict: the weights do not fit the recorded model
+        raise DataError(f"{path}: its weights do not fit the recorded {checkpoint['model_name']} "
+                        f"model ({str(error).splitlines()[0]})") from error
     return model.to(device).eval(), checkpoint
 
 

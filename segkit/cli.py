@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,16 @@ def _batch_size(text: str) -> int | str:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of frames or auto, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
     return value
 
 
@@ -408,7 +419,7 @@ def _add_predict(commands) -> None:
         parser, size_help="whole: fit each image inside this size, keeping its aspect ratio "
                           "(default: the checkpoint's validation size); slide: likewise before "
                           "sliding (default: the image's own size)")
-    parser.add_argument("--alpha", type=float, default=0.5,
+    parser.add_argument("--alpha", type=_fraction, default=0.5,
                         help="opacity of the class colours in the overlay (default: %(default)s)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -518,10 +529,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; bad input ends with a one-line reason and exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from segkit.models.deeplabv3plus import PretrainedWeightsUnavailable
+
     try:
         return args.run(args)
-    except (DataError, KeyError, ValueError) as error:
+    except (DataError, KeyError, ValueError, PretrainedWeightsUnavailable) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        if isinstance(error, PretrainedWeightsUnavailable):
+            message = (f"{message} On the command line: --pretrained-backbone FILE, or "
+                       "--allow-random-init to go on from random weights.")
         print(f"segkit {args.command}: error: {message}", file=sys.stderr)
         return 2
     except argparse.ArgumentTypeError as error:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from segkit.io import DataError, atomic_write
+from segkit.models.registry import MIN_INPUT_SIDE
 from segkit.transforms import MEAN, STD
 
 EXTRA = "pip install 'segkit[export]'"
@@ -54,6 +55,12 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, size: tuple[int, i
     if missing:
         raise DataError(f"ONNX export needs {' and '.join(missing)}, which are not installed: {EXTRA}")
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give --out the .onnx file to write, "
+                        f"e.g. {path / 'model.onnx'}")
+    if min(size) < MIN_INPUT_SIDE:
+        raise DataError(f"--size {size[0]}x{size[1]}: too small to record the graph with; the models "
+                        f"need at least {MIN_INPUT_SIDE} pixels a side (e.g. 512x256)")
     if path.exists() and not overwrite:
         raise DataError(f"{path}: already exists; choose another --out or pass --overwrite")
     model.eval()

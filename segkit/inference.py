@@ -36,6 +36,7 @@ from segkit import labels, layout
 from segkit.config import TrainConfig
 from segkit.engine import predict
 from segkit.io import DataError, claim_output_dir, write_png
+from segkit.models.registry import MIN_INPUT_SIDE
 from segkit.transforms import to_model_input
 
 MODES = ("whole", "slide")
@@ -93,6 +94,10 @@ class Inference:
             raise ValueError(f"unknown test-time augmentation {sorted(unknown)}; choose from {TTA}")
         if scales is not None and "ms" not in tta:
             raise ValueError("scales are used by multi-scale test-time augmentation: add --tta ms")
+        for name, value in (("window", window), ("size", size)):
+            if value is not None and min(value) < MIN_INPUT_SIDE:
+                raise ValueError(f"{name} {_wxh(value)} is too small: the models need at least "
+                                 f"{MIN_INPUT_SIDE} pixels a side (e.g. --{name} 512x256)")
         if mode == "whole":
             if window is not None or stride is not None:
                 raise ValueError("a window and a stride are for sliding-window inference "

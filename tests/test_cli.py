@@ -260,9 +260,11 @@ def test_a_split_too_small_for_one_batch_is_refused(tmp_path, capsys):
     generate(tmp_path / "one", size=(128, 64), frames=1, progress=False)
     prepare(tmp_path / "one", tmp_path / "one_p", progress=False)
     assert main(["train", "-m", "my_fcn", "--profile", "ci", "--data", str(tmp_path / "one_p"), "-n", "2",
-                 "--batch-size", "2", "--out", str(tmp_path / "ck"), "--quiet"]) == 2
+                 "--batch-size", "2", "--out", str(tmp_path / "ck"), "--log_dir", str(tmp_path / "tb"),
+                 "--quiet"]) == 2
     assert "1 training frames make no full batch of 2" in capsys.readouterr().err
     assert not (tmp_path / "ck" / "last.pt").exists()
+    assert not (tmp_path / "tb").exists()  # no empty TensorBoard event file left behind
 
 
 def test_continue_from_random_bytes_is_one_line_without_unsafe_advice(tmp_path, capsys):
@@ -274,3 +276,53 @@ def test_continue_from_random_bytes_is_one_line_without_unsafe_advice(tmp_path, 
     assert err.count("\n") == 1 and "not a readable segkit checkpoint" in err
     assert "weights_only" not in err
     assert not (tmp_path / "r" / ".last.pt.123.partial").exists()
+
+
+@pytest.mark.parametrize("case", ["window", "export_size", "export_folder", "alpha", "deeplab_offline",
+                                  "foreign_option", "foreign_name"])
+def test_user_mistakes_are_one_line_errors(one_epoch_run, prepared_root, tmp_path, capsys, monkeypatch,
+                                           case):
+    import torch
+
+    from segkit.models import deeplabv3plus
+
+    best = str(one_epoch_run / "best.pt")
+    if case.startswith("foreign"):
+        checkpoint = torch.load(best, weights_only=True)
+        if case == "foreign_option":
+            checkpoint["model_options"]["wings"] = 2
+        else:
+            checkpoint["model_name"] = "transformer9000"
+        torch.save(checkpoint, tmp_path / "odd.pt")
+        best = str(tmp_path / "odd.pt")
+    if case == "deeplab_offline":
+        def offline(weights):
+            raise OSError("no network")
+        monkeypatch.setattr(deeplabv3plus, "_download_state_dict", offline)
+        monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    commands = {
+        "window": ["test", "--checkpoint", best, "--data", str(prepared_root), "--mode", "slide",
+                   "--window", "1x1"],
+        "export_size": ["export", "--checkpoint", best, "--out", str(tmp_path / "o.onnx"),
+                        "--size", "13x7"],
+        "export_folder": ["export", "--checkpoint", best, "--out", str(tmp_path), "--overwrite"],
+        "alpha": ["predict", str(prepared_root), "--checkpoint", best, "--out", str(tmp_path / "p"),
+                  "--alpha", "7"],
+        "deeplab_offline": ["train", "-m", "deeplab", "--profile", "ci", "--data", str(prepared_root),
+                            "-n", "1", "--out", str(tmp_path / "dl"), "--log_dir", str(tmp_path / "tb"),
+                            "--quiet"],
+        "foreign_option": ["export", "--checkpoint", best, "--out", str(tmp_path / "o.onnx")],
+        "foreign_name": ["export", "--checkpoint", best, "--out", str(tmp_path / "o.onnx")],
+    }
+    expected = {"window": "window 1x1 is too small", "export_size": "--size 13x7: too small",
+                "export_folder": "is a folder", "alpha": "expected a number from 0 to 1",
+                "deeplab_offline": "--allow-random-init", "foreign_option": "unknown options ['wings']",
+                "foreign_name": "transformer9000"}
+    try:
+        code = main(commands[case])
+    except SystemExit as exit_info:  # argparse's usage errors
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert code == 2 and expected[case] in err and "Traceback" not in err
+    assert "<_io.BytesIO" not in err
+    assert not (tmp_path / "tb").exists()  # a refused start leaves no TensorBoard file

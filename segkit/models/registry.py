@@ -21,6 +21,9 @@ _ALIASES: dict[str, str] = {}
 #: Options that only decide the *initial* weights. A checkpoint's state dict replaces those weights,
 #: so ``model_spec`` leaves them out: rebuilding a trained model then never needs ImageNet weights
 #: (nor a network connection).
+#: The smallest input side (pixels) every model takes: my_fcn pools 3 times, U-Net 4, DeepLab's
+#: backbones stride 16 or 32 before dilating.
+MIN_INPUT_SIDE = 32
 INIT_ONLY_OPTIONS = frozenset({"pretrained_backbone", "allow_random_init"})
 
 
