@@ -192,6 +192,11 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             scores = evaluate(unwrap(model), val_loader, num_classes=num_classes, device=device,
                               amp=config.amp, max_batches=config.max_val_batches, state=state)
             del scores["confusion"]  # kept by evaluate for callers; a history row stays small
+            if not scores.pop("finite"):
+                state.stop = (f"the model's outputs became non-finite by the end of epoch "
+                              f"{state.epoch + 1} (validation); stopped without saving it "
+                              f"({_kept(state)}); try a lower --lr or --amp off")
+                break
             row.update({f"val_{k}": v for k, v in _plain(scores).items()})
         state.epoch += 1
         state.history.append(row)
@@ -278,11 +283,14 @@ def _diverged(state: FitState, index: int) -> bool:
         return False
     what = (f"the loss became {state.batch_loss}" if not math.isfinite(state.batch_loss)
             else "a weight became non-finite")
-    kept = (f"the checkpoints of epoch {state.epoch} and before are kept" if state.epoch
-            else "no checkpoint was written")
     state.stop = (f"{what} in epoch {state.epoch + 1} by batch {index + 1}; stopped without saving "
-                  f"this epoch ({kept}); try a lower --lr or --amp off")
+                  f"this epoch ({_kept(state)}); try a lower --lr or --amp off")
     return True
+
+
+def _kept(state: FitState) -> str:
+    return (f"the checkpoints of epoch {state.epoch} and before are kept" if state.epoch
+            else "no checkpoint was written")
 
 
 def _backward_newest(state: FitState, window: list[Batch], losses: list[torch.Tensor],
@@ -391,6 +399,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, num_classes: int | None = No
     dtype = autocast_dtype(amp, device)
     model.eval()
     matrix = ConfusionMatrix(num_classes, device=device)
+    finite = torch.ones((), dtype=torch.bool, device=device)  # no NaN or inf logits so far
     started, images_seen = time.perf_counter(), 0
     for index, (images, masks) in enumerate(loader):
         if max_batches is not None and index == max_batches:
@@ -399,6 +408,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, num_classes: int | None = No
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = model(images) if inference is None else inference(model, images, masks.shape[-2:])
             pred = logits.argmax(1)  # (N, H, W)
+            finite &= logits.isfinite().all()
         if on_batch is not None:
             on_batch(images_seen, pred)
         matrix.update(pred, masks)
@@ -413,6 +423,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, num_classes: int | None = No
     scores["confusion"] = matrix.mat.cpu()
     scores["seconds"] = time.perf_counter() - started
     scores["images"] = distributed.all_reduce_sum(images_seen)
+    scores["finite"] = distributed.all_reduce_sum(int(not finite)) == 0  # every process's logits
     return scores
 
 

@@ -356,3 +356,12 @@ def test_weights_that_became_non_finite_are_never_saved(tmp_path):
     assert "a weight became non-finite in epoch 1" in state.stop
     assert "no checkpoint was written" in state.stop
     assert not (tmp_path / "last.pt").exists() and not (tmp_path / "best.pt").exists()
+
+
+def test_weights_blown_up_to_finite_but_huge_values_are_never_saved(tmp_path):
+    """lr 1e30 for one step leaves finite weights of 1e30 whose outputs overflow: not a good epoch."""
+    train_loader, val_loader = loaders()
+    state = fit(small_fcn(), train_loader, val_loader,
+                config(epochs=3, lr=1e30, max_iters=1, warmup_iters=0), [Checkpointer(tmp_path)])
+    assert state.stop is not None and "no checkpoint was written" in state.stop
+    assert not (tmp_path / "last.pt").exists() and not (tmp_path / "best.pt").exists()
