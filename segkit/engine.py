@@ -92,12 +92,19 @@ class Callback:
 # --- building blocks ----------------------------------------------------------------------------
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam (the original study), AdamW or SGD with momentum, with ``config.weight_decay``."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """Adam (the original study), AdamW or SGD with momentum, with ``config.weight_decay``.
+
+    As in nanoGPT and torchvision's references, weight decay applies to the weights of convolutions
+    and linear layers only, not to biases and normalisation parameters (decaying a BatchNorm scale
+    towards zero only fights the normalisation).
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
     optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(params, lr=config.lr, weight_decay=config.weight_decay)
+    return optimizer(groups, lr=config.lr)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,

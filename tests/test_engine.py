@@ -365,3 +365,68 @@ def test_weights_blown_up_to_finite_but_huge_values_are_never_saved(tmp_path):
                 config(epochs=3, lr=1e30, max_iters=1, warmup_iters=0), [Checkpointer(tmp_path)])
     assert state.stop is not None and "no checkpoint was written" in state.stop
     assert not (tmp_path / "last.pt").exists() and not (tmp_path / "best.pt").exists()
+
+
+def test_weight_decay_spares_biases_and_norms():
+    model = small_fcn()
+    optimizer = engine.build_optimizer(model, config(weight_decay=0.01))
+    decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0.01 for p in g["params"]}
+    for name, parameter in model.named_parameters():
+        assert (id(parameter) in decay) == (parameter.ndim >= 2), name
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+class SeesDtypes(TinyNet):
+    """Records the dtype of the first layer's output in training: the proof that autocast ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def forward(self, x):
+        out = self.body[0](x)
+        if self.training:
+            self.seen.add(out.dtype)
+        return self.body[2](self.body[1](out))
+
+
+@pytest.mark.parametrize(("amp", "dtype"), [("bf16", torch.bfloat16), ("fp16", torch.float16),
+                                            ("off", torch.float32)])
+def test_mixed_precision_really_runs_in_fit(amp, dtype):
+    model = SeesDtypes()
+    data = DataLoader(BlockScenes(count=4, transforms=eval_transforms()), batch_size=2)
+    state = fit(model, data, None, config(epochs=1, amp=amp))
+    assert model.seen == {dtype} and math.isfinite(state.history[0]["train_loss"])
+    assert state.scaler.is_enabled() == (amp == "fp16")  # fp16 needs loss scaling, bf16 does not
+
+
+def test_gradient_clipping_bounds_the_step():
+    data = DataLoader(BlockScenes(count=2, transforms=eval_transforms()), batch_size=2)
+    settings = config(epochs=1, optimizer="sgd", scheduler="none", warmup_iters=0, lr=1.0,
+                      weight_decay=0.0)
+    free, clipped = TinyNet(), TinyNet()
+    start = [p.detach().clone() for p in free.parameters()]
+    fit(free, data, None, settings)
+    fit(clipped, data, None, settings.replace(grad_clip=1e-3))
+    moved = [torch.linalg.vector_norm(torch.cat([(p.detach() - s).flatten() for p, s in zip(
+        m.parameters(), start, strict=True)])) for m in (free, clipped)]
+    assert moved[1] <= 1e-3 * 1.0001 < moved[0]  # one SGD step of lr 1: the step is the gradient
+
+
+def test_channels_last_runs_inside_fit():
+    class SeesLayout(TinyNet):
+        def forward(self, x):
+            assert x.is_contiguous(memory_format=torch.channels_last)
+            return super().forward(x)
+
+    data = DataLoader(BlockScenes(count=4, transforms=eval_transforms()), batch_size=2)
+    state = fit(SeesLayout(), data, None, config(epochs=1, channels_last=True))
+    assert state.step == 2
+
+
+def test_val_every_and_max_iters():
+    train_loader, val_loader = loaders(batch_size=2)  # 4 batches an epoch
+    state = fit(TinyNet(), train_loader, val_loader, config(epochs=4, val_every=2, max_iters=3,
+                                                            batch_size=2))
+    assert state.step == 4 * 3
+    assert ["val_miou" in row for row in state.history] == [False, True, False, True]
