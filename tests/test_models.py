@@ -99,7 +99,7 @@ def test_model_spec_records_defaults_and_drops_init_only_options() -> None:
     model = build_model("unet", num_classes=7, bilinear=True)
     assert model_spec(model) == {
         "name": "unet",
-        "options": {"num_classes": 7, "base_channels": 16, "bilinear": True},
+        "options": {"num_classes": 7, "base_channels": 16, "bilinear": True, "checkpointing": False},
     }
     with pytest.raises(ValueError, match="build_model"):
         model_spec(nn.Conv2d(3, 3, 1))
@@ -401,3 +401,32 @@ def test_mobilenet_backbone_batch_norm_uses_torch_default_momentum() -> None:
     model = build_model("deeplab", backbone="mobilenet_v3_large")
     momenta = {m.momentum for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert momenta == {0.1}
+
+
+@pytest.mark.parametrize(("name", "option"), [("my_fcn", "checkpointing"), ("unet", "checkpointing"),
+                                              ("deeplabv3plus", "checkpoint_backbone")])
+def test_activation_checkpointing_keeps_results_and_saves_memory(name, option):
+    """Same outputs and gradients, same state dict, fewer bytes kept for backward."""
+    extra = {"backbone": "mobilenet_v3_large"} if name == "deeplabv3plus" else {}
+    plain, recomputed = (build_model(name, **extra, **{option: flag}) for flag in (False, True))
+    recomputed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 128)
+    kept = []
+    for model in (plain, recomputed):
+        model.train()
+        sizes = {}
+
+        def pack(t, sizes=sizes):
+            sizes[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            torch.manual_seed(0)
+            out = model(x)
+        out.square().mean().backward()
+        kept.append((out.detach(), sum(sizes.values()),
+                     [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(kept[0][0], kept[1][0])
+    for a, b in zip(kept[0][2], kept[1][2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert kept[1][1] < 0.8 * kept[0][1]

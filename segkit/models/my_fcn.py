@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
 from segkit.labels import NUM_CLASSES
-from segkit.models.parts import ConvBNReLU, DoubleConv, Down, OutConv, UpConv
+from segkit.models.parts import ConvBNReLU, DoubleConv, Down, OutConv, UpConv, run_block
 from segkit.models.registry import register_model
 
 
@@ -35,8 +37,10 @@ class MyFCN(nn.Module):
       zero-padded to the skip's exact size, so any H x W works and skip pixels stay in place.
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, in_channels: int = 3) -> None:
+    def __init__(self, num_classes: int = NUM_CLASSES, in_channels: int = 3,
+                 checkpointing: bool = False) -> None:
         super().__init__()
+        self.checkpointing = checkpointing
         self.inc = DoubleConv(in_channels, 32)
         self.down1 = Down(32, 64)
         self.down2 = Down(64, 128)
@@ -49,17 +53,21 @@ class MyFCN(nn.Module):
         self.head = OutConv(32, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x1 = self.inc(x)  # (N, 32, H, W)
-        x2 = self.down1(x1)  # (N, 64, H/2, W/2)
-        x3 = self.down2(x2)  # (N, 128, H/4, W/4)
-        x4 = self.bottleneck(x3)  # (N, 256, H/8, W/8)
-        x = torch.cat([x3, self.up1(x4, like=x3)], dim=1)  # (N, 128 + 128, H/4, W/4)
-        x = self.conv2(self.up2(x, like=x2))  # (N, 64, H/2, W/2)
-        x = torch.cat([x1, self.up3(x, like=x1)], dim=1)  # (N, 32 + 32, H, W)
-        return self.head(self.fuse(x))  # (N, num_classes, H, W)
+        run = partial(run_block, recompute=self.checkpointing)
+        x1 = run(self.inc, x)  # (N, 32, H, W)
+        x2 = run(self.down1, x1)  # (N, 64, H/2, W/2)
+        x3 = run(self.down2, x2)  # (N, 128, H/4, W/4)
+        x4 = run(self.bottleneck, x3)  # (N, 256, H/8, W/8)
+        x = torch.cat([x3, run(self.up1, x4, like=x3)], dim=1)  # (N, 128 + 128, H/4, W/4)
+        x = run(self.conv2, run(self.up2, x, like=x2))  # (N, 64, H/2, W/2)
+        x = torch.cat([x1, run(self.up3, x, like=x1)], dim=1)  # (N, 32 + 32, H, W)
+        return self.head(run(self.fuse, x))  # (N, num_classes, H, W)
 
 
 @register_model
-def my_fcn(*, num_classes: int = NUM_CLASSES) -> MyFCN:
-    """The original study's shallow FCN (Figure 4b), about 1.6M parameters."""
-    return MyFCN(num_classes=num_classes)
+def my_fcn(*, num_classes: int = NUM_CLASSES, checkpointing: bool = False) -> MyFCN:
+    """The original study's shallow FCN (Figure 4b), about 1.6M parameters.
+
+    ``checkpointing``: recompute each block during backward instead of keeping its activations.
+    """
+    return MyFCN(num_classes=num_classes, checkpointing=checkpointing)

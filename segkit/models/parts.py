@@ -5,6 +5,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+
+def run_block(block: nn.Module, *args: Tensor, recompute: bool, **kwargs: Tensor) -> Tensor:
+    """``block(*args, **kwargs)``; with ``recompute`` while training, through activation
+    checkpointing: nothing inside is kept for backward, which runs the block again instead."""
+    if recompute and block.training and torch.is_grad_enabled():
+        return checkpoint(block, *args, use_reentrant=False, **kwargs)
+    return block(*args, **kwargs)
 
 
 def match_size(x: Tensor, like: Tensor) -> Tensor:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from torch import Tensor, nn
 
 from segkit.labels import NUM_CLASSES
-from segkit.models.parts import DoubleConv, Down, OutConv, Up
+from segkit.models.parts import DoubleConv, Down, OutConv, Up, run_block
 from segkit.models.registry import register_model
 
 
@@ -24,8 +26,10 @@ class UNet(nn.Module):
         in_channels: int = 3,
         base_channels: int = 16,
         bilinear: bool = False,
+        checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.checkpointing = checkpointing
         c = base_channels
         factor = 2 if bilinear else 1
         self.inc = DoubleConv(in_channels, c)
@@ -40,21 +44,27 @@ class UNet(nn.Module):
         self.head = OutConv(c, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x1 = self.inc(x)  # (N, c, H, W)
-        x2 = self.down1(x1)  # (N, 2c, H/2, W/2)
-        x3 = self.down2(x2)  # (N, 4c, H/4, W/4)
-        x4 = self.down3(x3)  # (N, 8c, H/8, W/8)
-        x5 = self.down4(x4)  # (N, 16c / factor, H/16, W/16)
-        x = self.up1(x5, x4)  # (N, 8c / factor, H/8, W/8)
-        x = self.up2(x, x3)  # (N, 4c / factor, H/4, W/4)
-        x = self.up3(x, x2)  # (N, 2c / factor, H/2, W/2)
-        x = self.up4(x, x1)  # (N, c, H, W)
+        run = partial(run_block, recompute=self.checkpointing)
+        x1 = run(self.inc, x)  # (N, c, H, W)
+        x2 = run(self.down1, x1)  # (N, 2c, H/2, W/2)
+        x3 = run(self.down2, x2)  # (N, 4c, H/4, W/4)
+        x4 = run(self.down3, x3)  # (N, 8c, H/8, W/8)
+        x5 = run(self.down4, x4)  # (N, 16c / factor, H/16, W/16)
+        x = run(self.up1, x5, x4)  # (N, 8c / factor, H/8, W/8)
+        x = run(self.up2, x, x3)  # (N, 4c / factor, H/4, W/4)
+        x = run(self.up3, x, x2)  # (N, 2c / factor, H/2, W/2)
+        x = run(self.up4, x, x1)  # (N, c, H, W)
         return self.head(x)  # (N, num_classes, H, W)
 
 
 @register_model
 def unet(
-    *, num_classes: int = NUM_CLASSES, base_channels: int = 16, bilinear: bool = False
+    *, num_classes: int = NUM_CLASSES, base_channels: int = 16, bilinear: bool = False,
+    checkpointing: bool = False,
 ) -> UNet:
-    """U-Net with widths ``base_channels * (1, 2, 4, 8, 16)``; transposed-conv or bilinear up."""
-    return UNet(num_classes=num_classes, base_channels=base_channels, bilinear=bilinear)
+    """U-Net with widths ``base_channels * (1, 2, 4, 8, 16)``; transposed-conv or bilinear up.
+
+    ``checkpointing``: recompute each block during backward instead of keeping its activations.
+    """
+    return UNet(num_classes=num_classes, base_channels=base_channels, bilinear=bilinear,
+                checkpointing=checkpointing)
