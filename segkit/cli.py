@@ -1,4 +1,4 @@
-"""The command line: ``python -m segkit {synth,prepare,train,test,predict,export,bench,figures} …``."""
+"""The command line: ``python -m segkit {synth,prepare,train,test,predict,export,plan,bench,figures} …``."""
 
 from __future__ import annotations
 
@@ -206,6 +206,58 @@ def _run_bench_gpu(args) -> int:
         return 0
     if args.json:
         print(json.dumps(figures))
+    return 0
+
+
+def _add_plan(commands) -> None:
+    from segkit.config import PROFILES
+    from segkit.planner import PRECISIONS
+
+    parser = commands.add_parser(
+        "plan", help="what fits a GPU's memory, estimated without a GPU",
+        description="Estimate the peak memory of a training step (weights, gradients, optimizer "
+                    "state, activations saved for backward, backward's temporaries, plus an allowance "
+                    "for the CUDA context and workspace) and of scoring one 2048x1024 frame, measured "
+                    "on this CPU at small sizes and scaled by pixels. Marks what fits --gpu-memory.")
+    parser.add_argument("--profile", choices=["auto", *PROFILES],
+                        help="plan this profile's own settings for each model")
+    parser.add_argument("-m", "--model", help="plan one configuration of this model")
+    parser.add_argument("--backbone", help="DeepLab backbone (default: resnet101)")
+    parser.add_argument("--batch-size", type=int, nargs="+", metavar="N", help="default: 2 4 8")
+    parser.add_argument("--size", type=_size, nargs="+", metavar="WxH",
+                        help="training crops (default: 512x256 768x384 1024x512)")
+    parser.add_argument("--amp", choices=("off", *PRECISIONS[1:]), nargs="+",
+                        help="precision: off (fp32), fp16 or bf16 (default: off fp16)")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="with -m: activation checkpointing on (the table shows both)")
+    parser.add_argument("--gpu-memory", type=float, metavar="GIB",
+                        help="the card to plan for (default: the visible GPU's memory, else 6)")
+    parser.add_argument("--json", action="store_true", help="one line: a JSON list of rows")
+    parser.set_defaults(run=_run_plan)
+
+
+def _run_plan(args) -> int:
+    from segkit import planner
+
+    memory = args.gpu_memory or planner.default_gpu_gib()
+    if args.profile:
+        from segkit.config import profile_name
+
+        plans = planner.profile_plans(profile_name(args.profile))
+    else:
+        models = [args.model] if args.model else ["my_fcn", "unet", "deeplabv3plus"]
+        precisions = ["fp32" if amp == "off" else amp for amp in (args.amp or ["off", "fp16"])]
+        options = {"deeplabv3plus": {"backbone": args.backbone or "resnet101"}}
+        plans = planner.grid_plans(models, batches=args.batch_size or [2, 4, 8],
+                                   sizes=args.size or [(512, 256), (768, 384), (1024, 512)],
+                                   precisions=precisions,
+                                   checkpointing=[True] if args.checkpointing else (
+                                       [False] if args.model else [False, True]),
+                                   options=options)
+    if args.json:
+        print(json.dumps([plan.row(memory) for plan in plans]))
+    else:
+        print(planner.format_plans(plans, memory))
     return 0
 
 
@@ -520,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segkit", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_synth, _add_prepare, _add_train, _add_test, _add_predict, _add_export,
-                _add_bench, _add_figures):
+                _add_plan, _add_bench, _add_figures):
         add(commands)
     return parser
 

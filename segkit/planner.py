@@ -1,0 +1,339 @@
+"""Memory of a training step or an evaluation frame, estimated without a GPU; the batch that fits.
+
+A training step's peak, to first order (see DESIGN.md, "Memory planning"):
+
+    weights + optimizer state                       held across steps (Adam: 2 more per weight)
+  + what autograd saves for backward                counted once per storage, scales with pixels
+  + backward's gradients and temporaries            measured, also scales with pixels
+  + the CUDA context and the cuDNN/cuBLAS workspace a stated allowance (not torch allocations)
+
+The pixel-dependent parts are measured on the CPU, on real tensors, at two small sizes: the bytes
+saved for backward through ``torch.autograd.graph.saved_tensors_hooks`` (each storage once: views
+and in-place results share one; meta tensors have no storage identity and would double-count), and
+the peak of a whole step through torch's CPU profiler. Both are straight lines in batch x pixels,
+fitted through the two sizes and extrapolated. For fp16 and bf16 the model runs the small forward
+under CPU bf16 autocast, which keeps the same 2-byte activations that CUDA autocast keeps, and the
+backward part is scaled by the same ratio. Activation checkpointing is measured with it switched on.
+
+Honest about its error: ``tests/test_planner.py`` compares estimates with torch's measured CPU peak
+at a size the fit never saw; ``segkit bench gpu`` compares them with ``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from segkit.config import TrainConfig, profile_config
+from segkit.labels import NUM_CLASSES
+from segkit.losses import build_loss
+from segkit.models import build_model
+from segkit.models.registry import resolve_name
+
+GIB = 2**30
+DEFAULT_GPU_GIB = 6.0  # the original study's GTX 1660 Ti, when no GPU is visible
+#: Not torch allocations, yet on the card: the CUDA context (about 0.3-0.5 GiB with lazy module
+#: loading, CUDA 12) and the cuDNN / cuBLAS workspaces (up to about 0.25 GiB while autotuning).
+CUDA_CONTEXT_GIB = 0.45
+WORKSPACE_GIB = 0.25
+#: Head-room kept free on the card, for the caching allocator's rounding and fragmentation.
+MARGIN = 0.10
+PRECISIONS = ("fp32", "fp16", "bf16")
+#: (width, height) of the two small calibration steps, batch 2 (DeepLab's image pooling needs 2).
+CALIBRATION_SIZES = ((128, 64), (256, 128))  # smaller ones mislead: oneDNN's scratch buffers
+CALIBRATION_BATCH = 2
+#: Where the 16-bit / 32-bit ratio of saved bytes is counted (hooks count exactly at any size, and
+#: bf16 is slow on CPUs without native bf16).
+RATIO_SIZES = ((64, 32), (128, 64))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The estimated peak memory of one configuration."""
+
+    model: str
+    backbone: str | None
+    batch: int
+    size: tuple[int, int]  # (width, height)
+    precision: str  # fp32 | fp16 | bf16
+    checkpointing: bool
+    tensor_gib: float  # what torch allocates: torch.cuda.max_memory_allocated's counterpart
+    allowance_gib: float = CUDA_CONTEXT_GIB + WORKSPACE_GIB
+    kind: str = "train"  # train | whole | slide
+
+    @property
+    def peak_gib(self) -> float:
+        """Everything on the card: torch's tensors plus the CUDA context and workspace."""
+        return self.tensor_gib + self.allowance_gib
+
+    def fits(self, gpu_gib: float, margin: float = MARGIN) -> bool:
+        """Whether the peak stays below ``gpu_gib`` with ``margin`` of it left free."""
+        return self.peak_gib <= gpu_gib * (1 - margin)
+
+    def row(self, gpu_gib: float) -> dict:
+        """The JSON row of ``segkit plan --json``."""
+        return {"model": self.model, "backbone": self.backbone, "batch": self.batch,
+                "size": f"{self.size[0]}x{self.size[1]}", "precision": self.precision,
+                "checkpointing": self.checkpointing, "peak_gib": round(self.peak_gib, 3),
+                "allowance_gib": round(self.allowance_gib, 3), "fits": self.fits(gpu_gib),
+                "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class _Line:
+    """Bytes as ``fixed + per_pixel * batch * width * height``."""
+
+    fixed: float
+    per_pixel: float
+
+    def at(self, pixels: int) -> float:
+        return self.fixed + self.per_pixel * pixels
+
+    @classmethod
+    def through(cls, pixels: Sequence[int], values: Sequence[float]) -> _Line:
+        slope = (values[1] - values[0]) / (pixels[1] - pixels[0])
+        return cls(values[0] - slope * pixels[0], slope)
+
+
+# --- what the configuration means -----------------------------------------------------------------
+
+def precision_of(config: TrainConfig, device_type: str = "cuda") -> str:
+    """fp32, fp16 or bf16: the activations' precision ``config.amp`` gives on the device planned for."""
+    if config.amp == "auto":
+        return "fp32" if device_type != "cuda" else "fp16"  # fp16 on cards without native bf16
+    return {"off": "fp32"}.get(config.amp, config.amp)
+
+
+def checkpointing(config: TrainConfig) -> bool:
+    """Whether ``config``'s model recomputes activations in backward."""
+    options = config.model_options
+    return bool(options.get("checkpointing") or options.get("checkpoint_backbone"))
+
+
+def checkpoint_option(model: str) -> str:
+    """The model option that switches activation checkpointing on."""
+    return "checkpoint_backbone" if resolve_name(model) == "deeplabv3plus" else "checkpointing"
+
+
+def _architecture(model: str, options: dict) -> tuple[tuple[str, object], ...]:
+    """The options that shape memory, hashable (initial-weight options dropped)."""
+    drop = {"pretrained_backbone", "allow_random_init", "checkpointing", "checkpoint_backbone"}
+    return tuple(sorted((k, v) for k, v in options.items() if k not in drop))
+
+
+# --- calibration on the CPU -------------------------------------------------------------------------
+
+def _small_model(model: str, architecture: tuple, recompute: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    options = dict(architecture)
+    if recompute:
+        options[checkpoint_option(model)] = True
+    return build_model(model, **options).train()
+
+
+def saved_bytes(model: torch.nn.Module, images: torch.Tensor, dtype: torch.dtype | None) -> int:
+    """Bytes autograd keeps for backward after ``model(images)``: every saved storage once,
+    parameters left out (they are counted as weights)."""
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), \
+            torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        model(images)
+    return sum(storages.values())
+
+
+def step_peak_bytes(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor,
+                    optimizer: torch.optim.Optimizer) -> int:
+    """Peak CPU bytes torch allocates above what it held before, over one fp32 training step
+    (forward, loss, backward, optimizer step), after an untimed step has made the optimizer state."""
+    from segkit.bench import peak_bytes
+
+    criterion = build_loss("ce")
+
+    def step() -> None:
+        criterion(model(images), masks).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    return peak_bytes(step, torch.device("cpu"))
+
+
+@functools.cache
+def _calibration(model: str, architecture: tuple, precision: str, recompute: bool
+                 ) -> tuple[_Line, int]:
+    """The peak bytes of a step above the held state, a line in pixels; the weights' bytes."""
+    pixels, peaks = [], []
+    for width, height in CALIBRATION_SIZES:
+        net = _small_model(model, architecture, recompute)
+        images = torch.randn(CALIBRATION_BATCH, 3, height, width)
+        masks = torch.randint(0, NUM_CLASSES, (CALIBRATION_BATCH, height, width))
+        pixels.append(CALIBRATION_BATCH * width * height)
+        peaks.append(step_peak_bytes(net, images, masks, torch.optim.Adam(net.parameters())))
+    weights = sum(p.numel() * p.element_size() for p in net.parameters())
+    peak = _Line.through(pixels, peaks)
+    if precision != "fp32":  # activations and backward's temporaries that mirror them shrink alike
+        peak = _Line(peak.fixed, peak.per_pixel * _half_ratio(model, architecture, recompute))
+    return peak, weights
+
+
+@functools.cache
+def _half_ratio(model: str, architecture: tuple, recompute: bool) -> float:
+    """Per pixel, the bytes saved for backward under 16-bit autocast over those saved in fp32 (the
+    fixed part, e.g. autocast's 16-bit copies of the weights, left out)."""
+    net = _small_model(model, architecture, recompute)
+    pixels, half, full = [], [], []
+    for width, height in RATIO_SIZES:
+        images = torch.randn(CALIBRATION_BATCH, 3, height, width)
+        pixels.append(CALIBRATION_BATCH * width * height)
+        half.append(saved_bytes(net, images, torch.bfloat16))
+        full.append(saved_bytes(net, images, None))
+    return _Line.through(pixels, half).per_pixel / _Line.through(pixels, full).per_pixel
+
+
+# --- estimates --------------------------------------------------------------------------------------
+
+def plan_step(model: str, *, batch: int, size: tuple[int, int], precision: str = "fp32",
+              checkpointing: bool = False, options: dict | None = None,
+              optimizer: str = "adam") -> Plan:
+    """The peak memory of one training step of ``model`` (registry name) at ``batch`` x ``size``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    name = resolve_name(model)
+    options = options or {}
+    peak, weights = _calibration(name, _architecture(name, options), precision, checkpointing)
+    state = {"sgd": 1, "adam": 2, "adamw": 2}[optimizer] * weights  # momentum / two moments
+    tensors = weights + state + max(0.0, peak.at(batch * size[0] * size[1]))
+    return Plan(name, options.get("backbone") if name == "deeplabv3plus" else None, batch,
+                tuple(size), precision, checkpointing, tensors / GIB)
+
+
+def plan_config(config: TrainConfig) -> Plan:
+    """``plan_step`` for a training config (its model, options, batch, crop, precision)."""
+    return plan_step(config.model, batch=config.batch_size, size=config.size,
+                     precision=precision_of(config), checkpointing=checkpointing(config),
+                     options=config.model_options, optimizer=config.optimizer)
+
+
+@functools.cache
+def _eval_line(model: str, architecture: tuple, precision: str) -> tuple[_Line, int]:
+    """Peak bytes of one forward pass under inference_mode, a line in pixels; weight bytes."""
+    from segkit.bench import peak_bytes
+
+    dtype = None if precision == "fp32" else torch.bfloat16
+    net = _small_model(model, architecture, False).eval()
+    pixels, peaks = [], []
+    for width, height in CALIBRATION_SIZES:
+        images = torch.randn(1, 3, height, width)
+
+        def forward(images: torch.Tensor = images) -> None:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.float32,
+                                                        enabled=dtype is not None):
+                net(images)
+
+        pixels.append(width * height)
+        peaks.append(peak_bytes(forward, torch.device("cpu")))
+    return _Line.through(pixels, peaks), sum(p.numel() * p.element_size() for p in net.parameters())
+
+
+def plan_eval(model: str, *, size: tuple[int, int] = (2048, 1024), mode: str = "whole",
+              window: tuple[int, int] | None = None, precision: str = "fp32",
+              options: dict | None = None) -> Plan:
+    """The peak memory of scoring one frame of ``size``: the whole frame in one pass, or windows
+    of ``window`` slid over it (their logits summed into a frame-sized fp32 buffer)."""
+    name = resolve_name(model)
+    options = options or {}
+    line, weights = _eval_line(name, _architecture(name, options), precision)
+    width, height = size
+    frame = 3 * width * height * 4  # the normalised input frame, fp32
+    if mode == "slide":
+        window = window or (1024, 512)
+        logits = 2 * NUM_CLASSES * width * height * 4  # the running sum and the stitched result
+        tensors = weights + frame + logits + line.at(window[0] * window[1])
+    else:
+        tensors = weights + line.at(width * height)
+    return Plan(name, options.get("backbone") if name == "deeplabv3plus" else None, 1, tuple(size),
+                precision, False, tensors / GIB, kind=mode)
+
+
+# --- choosing and confirming a batch -------------------------------------------------------------
+
+def choose_batch_size(config: TrainConfig, gpu_gib: float, *, margin: float = MARGIN,
+                      largest: int = 64) -> int:
+    """The largest batch (at most ``largest``) whose planned step fits ``gpu_gib``; at least 1."""
+    fitting = [b for b in range(1, largest + 1) if plan_config(config.replace(batch_size=b))
+               .fits(gpu_gib, margin)]
+    return max(fitting, default=1)
+
+
+def confirm_batch_size(step: Callable[[int], None], batch: int) -> int:
+    """Run ``step(batch)`` (one real forward + backward), halving the batch on out-of-memory until
+    one runs, as Lightning's batch-size finder backs off; returns the batch that ran."""
+    while True:
+        try:
+            step(batch)
+            return batch
+        except torch.OutOfMemoryError:
+            if batch == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            batch //= 2
+
+
+# --- tables ----------------------------------------------------------------------------------------
+
+def profile_plans(profile: str, models: Iterable[str] = ("my_fcn", "unet", "deeplabv3plus"),
+                  *, eval_size: tuple[int, int] = (2048, 1024)) -> list[Plan]:
+    """For each model, ``profile``'s own training step and its sliding-window evaluation of one
+    full-resolution frame (windows of the training crop)."""
+    plans = []
+    for model in models:
+        config = profile_config(model, profile)
+        plans.append(plan_config(config))
+        plans.append(plan_eval(model, size=eval_size, mode="slide", window=config.size,
+                               precision=precision_of(config), options=config.model_options))
+    return plans
+
+
+def grid_plans(models: Sequence[str], *, batches: Sequence[int], sizes: Sequence[tuple[int, int]],
+               precisions: Sequence[str], checkpointing: Sequence[bool],
+               options: dict[str, dict] | None = None) -> list[Plan]:
+    """``plan_step`` over every combination (models x precision x checkpointing x batch x size)."""
+    return [plan_step(model, batch=batch, size=size, precision=precision, checkpointing=recompute,
+                      options=(options or {}).get(model))
+            for model in models for precision in precisions for recompute in checkpointing
+            for batch in batches for size in sizes]
+
+
+def format_plans(plans: Sequence[Plan], gpu_gib: float, margin: float = MARGIN) -> str:
+    """A text table of ``plans`` with a fit mark for ``gpu_gib``."""
+    lines = [f"planned for {gpu_gib:g} GiB, {margin:.0%} kept free; peak = torch's tensors + "
+             f"{CUDA_CONTEXT_GIB + WORKSPACE_GIB:.2f} GiB CUDA context and workspace",
+             f"{'model':<15}{'backbone':<20}{'what':<7}{'batch':>5} {'size':>10} {'precision':<10}"
+             f"{'ckpt':<6}{'tensors':>9} {'peak':>8}  fits"]
+    for plan in plans:
+        size = f"{plan.size[0]}x{plan.size[1]}"
+        lines.append(f"{plan.model:<15}{plan.backbone or '-':<20}{plan.kind:<7}{plan.batch:>5} "
+                     f"{size:>10} {plan.precision:<10}{'yes' if plan.checkpointing else 'no':<6}"
+                     f"{plan.tensor_gib:>7.2f}Gi {plan.peak_gib:>6.2f}Gi  "
+                     f"{'yes' if plan.fits(gpu_gib, margin) else 'NO'}")
+    return "\n".join(lines)
+
+
+def default_gpu_gib() -> float:
+    """The visible GPU's memory in GiB, else ``DEFAULT_GPU_GIB``."""
+    from segkit.runtime import gpu_memory_gib
+
+    return gpu_memory_gib() or DEFAULT_GPU_GIB
+
