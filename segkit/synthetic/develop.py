@@ -18,7 +18,7 @@ def draw_ego(cv: Canvas, scene: Scene) -> None:
     cam, ego = cv.cam, scene.ego
     w, h = cam.width, cam.height
     u = (np.arange(w, dtype=np.float32) + 0.5) / w * 2 - 1
-    edge = h * (1 - ego["side"] - ego["mid"] * (1 - u**2))  # (W,) top of the bonnet per column
+    edge = h * (1 - ego.side - ego.mid * (1 - u**2))  # (W,) top of the bonnet per column
     win = cv.window(0, float(edge.min()), w, h)
     if win is not None:
         ys = cv.coords(win)[1]
@@ -26,7 +26,7 @@ def draw_ego(cv: Canvas, scene: Scene) -> None:
         mirror = np.clip((2 * edge[None, :] - ys).astype(np.intp), 0, h - 1)  # reflected rows
         reflection = np.take(cv.image.reshape(3, -1), mirror * w + np.arange(w), axis=1)
         cv.paint(win, mask, EGO, reflection * np.float32(0.3) + np.float32(0.06), 0.0)
-    top, star = h * (1 - ego["side"] - ego["mid"]), h * 0.017
+    top, star = h * (1 - ego.side - ego.mid), h * 0.017
     badge = Batch(cv, 0.0)
     badge.ellipse_px(w / 2, top - star * 0.8, star, star, EGO, (0.55, 0.56, 0.58))
     badge.ellipse_px(w / 2, top - star * 0.8, star * 0.75, star * 0.75, EGO, (0.12, 0.12, 0.13))
@@ -37,7 +37,7 @@ def draw_ego(cv: Canvas, scene: Scene) -> None:
 def _draw_borders(cv: Canvas, scene: Scene) -> None:
     """Rectification wedges at the sides (some frames) and the thin out-of-roi frame."""
     h, w = cv.cam.height, cv.cam.width
-    if scene.ego["rectified"]:
+    if scene.ego.rectified:
         for reach, flip in ((0.012 * w, False), (0.008 * w, True)):
             win = cv.window(w - reach if flip else 0, 0, w if flip else reach, 0.55 * h)
             xs, ys = cv.coords(win)
@@ -69,8 +69,8 @@ def develop(cv: Canvas, scene: Scene, rng: np.random.Generator) -> np.ndarray:
     h, w = label.shape
     u, v = np.linspace(-1, 1, w, dtype=np.float32), np.linspace(-1, 1, h, dtype=np.float32)
     exposure = 1 - np.float32(0.125) * (u[None, :] ** 2 + v[:, None] ** 2)
-    exposure *= np.float32(light["exposure"])
-    fog = 1 - np.exp(cv.depth * np.float32(-1 / light["haze"]))  # sky and bonnet: depth 0
+    exposure *= np.float32(light.exposure)
+    fog = 1 - np.exp(cv.depth * np.float32(-1 / light.haze))  # sky and bonnet: depth 0
     fog *= np.float32(0.75)
     gain = np.take(_TEXTURE[0], label) * f.low
     gain += np.take(_TEXTURE[1], label) * f.detail
@@ -78,8 +78,8 @@ def develop(cv: Canvas, scene: Scene, rng: np.random.Generator) -> np.ndarray:
     gain *= (1 - fog) * exposure
     fog *= exposure
     # grading: white balance, then saturation (mixing in the grey), then contrast, to 0..255
-    tint, sat = light["tint"].astype(np.float32), np.float32(light["saturation"])
-    scale = np.float32(light["contrast"] * 255)
+    tint, sat = light.tint.astype(np.float32), np.float32(light.saturation)
+    scale = np.float32(light.contrast * 255)
     haze = _HAZE * tint
     haze = (haze * sat + haze.sum() * (1 - sat) / 3) * scale
     grey = (cv.image[0] * tint[0] + cv.image[1] * tint[1] + cv.image[2] * tint[2]) * gain
@@ -88,14 +88,14 @@ def develop(cv: Canvas, scene: Scene, rng: np.random.Generator) -> np.ndarray:
     for c in range(3):
         image[c] *= tint[c] * sat * scale
         image[c] += grey + fog * haze[c]
-    image = _blur(image, light["blur"] * w / 2048)
+    image = _blur(image, light.blur * w / 2048)
     # uniform sensor noise, cheaper to draw than Gaussian and looking the same; one plane of
     # draws, each channel reading it one pixel further right (so from different draws), plus
     # the contrast pivot and 0.5 so that the conversion to integers rounds
-    spread = light["noise"] * math.sqrt(12)
+    spread = light.noise * math.sqrt(12)
     noise = rng.random((h, w + 2), dtype=np.float32)
     noise *= np.float32(spread)
-    noise += np.float32(0.45 * (1 - light["contrast"]) * 255 - spread / 2 + 0.5)
+    noise += np.float32(0.45 * (1 - light.contrast) * 255 - spread / 2 + 0.5)
     for c in range(3):
         image[c] += noise[:, c:c + w]
     np.clip(image, 0, 255, out=image)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +33,7 @@ from segkit.synthetic.palette import (
     VEGETATION,
     WALL_COLOURS,
 )
+from segkit.synthetic.scene import Item, Lamp, Sign, TrafficLight, Tree, TwoWheeler, Vehicle
 from segkit.synthetic.world import foliage
 
 
@@ -40,11 +43,11 @@ def _grey(r: random.Random, low: float, high: float) -> np.ndarray:
     return np.array([min(grey * r.uniform(0.95, 1.05), 1.0) for _ in range(3)])
 
 
-def _draw_tree(cv: Canvas, p: dict) -> None:
+def _draw_tree(cv: Canvas, p: Tree) -> None:
     """A street or park tree: trunk and a crown of leaves, all vegetation."""
-    r = random.Random(p["seed"])
-    sp = Sprite(cv, p["x"], p["z"])
-    radius, trunk = p["radius"], p["trunk"]
+    r = random.Random(p.seed)
+    sp = Sprite(cv, p.x, p.z)
+    radius, trunk = p.radius, p.trunk
     width = r.uniform(0.2, 0.4)
     (x0, y1), (x1, y0) = sp.at(-width / 2, 0), sp.at(width / 2, trunk + radius * 0.6)
     win = cv.cover(x0, y0, x1, y1)
@@ -57,11 +60,11 @@ def _draw_tree(cv: Canvas, p: dict) -> None:
     foliage(sp, blobs, green.astype(np.float32))
 
 
-def _draw_lamp(cv: Canvas, p: dict) -> None:
+def _draw_lamp(cv: Canvas, p: Lamp) -> None:
     """A street lamp: a tall tapered pole with an arm over the road."""
-    r = random.Random(p["seed"])
-    sp = Sprite(cv, p["x"], p["z"])
-    height, width, arm = r.uniform(6, 9), r.uniform(0.12, 0.2), p["arm"]
+    r = random.Random(p.seed)
+    sp = Sprite(cv, p.x, p.z)
+    height, width, arm = r.uniform(6, 9), r.uniform(0.12, 0.2), p.arm
     colour = _grey(r, 0.3, 0.55) if r.random() < 0.7 else np.array([0.2, 0.26, 0.22])
     sp.poly([(-width / 2, 0), (width / 2, 0), (width * 0.3, height), (-width * 0.3, height)],
             POLE, colour)
@@ -72,22 +75,22 @@ def _draw_lamp(cv: Canvas, p: dict) -> None:
     sp.draw()
 
 
-def _draw_pole(cv: Canvas, p: dict) -> None:
+def _draw_pole(cv: Canvas, p: Item) -> None:
     """A bare pole or post."""
-    r = random.Random(p["seed"])
-    sp = Sprite(cv, p["x"], p["z"])
+    r = random.Random(p.seed)
+    sp = Sprite(cv, p.x, p.z)
     height, width = r.uniform(1.0, 5.0), r.uniform(0.08, 0.16)
     sp.rect(-width / 2, 0, width / 2, height, POLE, _grey(r, 0.3, 0.6))
     sp.draw()
 
 
-def _draw_sign(cv: Canvas, p: dict) -> None:
+def _draw_sign(cv: Canvas, p: Sign) -> None:
     """A traffic sign on a thin pole: round, triangular or square plates; the back is grey."""
-    r = random.Random(p["seed"])
-    sp = Sprite(cv, p["x"], p["z"])
+    r = random.Random(p.seed)
+    sp = Sprite(cv, p.x, p.z)
     h = r.uniform(2.2, 3.2)
     sp.rect(-0.035, 0, 0.035, h + 0.3, POLE, _grey(r, 0.4, 0.6))
-    back = p["back"] and r.random() < 0.7
+    back = p.back and r.random() < 0.7
     plain = _grey(r, 0.45, 0.6)
     red, white, blue = (0.7, 0.1, 0.1), (0.85, 0.85, 0.85), (0.1, 0.25, 0.6)
     shape = r.randrange(4)
@@ -110,18 +113,18 @@ def _draw_sign(cv: Canvas, p: dict) -> None:
     sp.draw()
 
 
-def _draw_light(cv: Canvas, p: dict) -> None:
+def _draw_light(cv: Canvas, p: TrafficLight) -> None:
     """A traffic light on a pole, or hung from an arm over the road."""
-    r = random.Random(p["seed"])
-    sp = Sprite(cv, p["x"], p["z"])
+    r = random.Random(p.seed)
+    sp = Sprite(cv, p.x, p.z)
     colour = _grey(r, 0.25, 0.5)
-    overhead = p["overhead"]
+    overhead = p.overhead
     height = r.uniform(5.6, 6.5) if overhead else r.uniform(2.6, 3.4)
     sp.rect(-0.08, 0, 0.08, height, POLE, colour)
     centre = 0.0
     if overhead:
-        centre = p["arm"] * r.uniform(3.0, 5.0)
-        sp.limb((0, height), (centre + p["arm"] * 0.5, height), 0.12, POLE, colour)
+        centre = p.arm * r.uniform(3.0, 5.0)
+        sp.limb((0, height), (centre + p.arm * 0.5, height), 0.12, POLE, colour)
     top = height - (0.15 if overhead else 0.0)
     sp.rect(centre - 0.18, top - 0.95, centre + 0.18, top, LIGHT, (0.08, 0.08, 0.08))
     lit = r.randrange(3)
@@ -131,10 +134,10 @@ def _draw_light(cv: Canvas, p: dict) -> None:
     sp.draw()
 
 
-def _draw_static(cv: Canvas, p: dict) -> None:
+def _draw_static(cv: Canvas, p: Item) -> None:
     """Street furniture: bins, utility boxes, advertising pillars, benches (label static)."""
-    r = random.Random(p["seed"])
-    sp = Sprite(cv, p["x"], p["z"])
+    r = random.Random(p.seed)
+    sp = Sprite(cv, p.x, p.z)
     kind = r.randrange(4)
     if kind == 0:
         sp.rect(-0.25, 0, 0.25, 0.95, STATIC, _grey(r, 0.2, 0.5) * (1, 1.1, 1))
@@ -153,10 +156,10 @@ def _draw_static(cv: Canvas, p: dict) -> None:
     sp.draw()
 
 
-def _draw_dynamic(cv: Canvas, p: dict) -> None:
+def _draw_dynamic(cv: Canvas, p: Item) -> None:
     """Things that move about: wheelie bins and strollers (label dynamic)."""
-    r = random.Random(p["seed"])
-    sp = Sprite(cv, p["x"], p["z"])
+    r = random.Random(p.seed)
+    sp = Sprite(cv, p.x, p.z)
     colour = np.array(((0.15, 0.3, 0.15), (0.2, 0.2, 0.22), (0.15, 0.2, 0.45),
                        (0.4, 0.28, 0.15))[r.randrange(4)])
     if r.random() < 0.75:
@@ -170,10 +173,10 @@ def _draw_dynamic(cv: Canvas, p: dict) -> None:
     sp.draw()
 
 
-def _draw_person(cv: Canvas, p: dict) -> None:
+def _draw_person(cv: Canvas, p: Item) -> None:
     """A pedestrian, facing the camera or walking across the view."""
-    r = random.Random(p["seed"])
-    sp = Sprite(cv, p["x"], p["z"], flip=r.random() < 0.5)
+    r = random.Random(p.seed)
+    sp = Sprite(cv, p.x, p.z, flip=r.random() < 0.5)
     _figure(sp, r, r.random() < 0.5)
     sp.draw()
 
@@ -205,11 +208,11 @@ def _figure(sp: Sprite, r: random.Random, sideways: bool) -> None:
     sp.ellipse(0, 0.95 * h, 0.057 * h, 0.048 * h, PERSON, (0.12, 0.09, 0.07))
 
 
-def _draw_parked(cv: Canvas, p: dict) -> None:
+def _draw_parked(cv: Canvas, p: TwoWheeler) -> None:
     """A parked bicycle or motorcycle, seen from the side at an angle."""
-    r = random.Random(p["seed"])
-    sp = Sprite(cv, p["x"], p["z"], squash=p["squash"], flip=r.random() < 0.5)
-    _motorbike(sp, r) if p["vehicle"] == "motorcycle" else _bike(sp, r)
+    r = random.Random(p.seed)
+    sp = Sprite(cv, p.x, p.z, squash=p.squash, flip=r.random() < 0.5)
+    _motorbike(sp, r) if p.vehicle == "motorcycle" else _bike(sp, r)
     sp.draw()
 
 
@@ -226,16 +229,16 @@ def _bike(sp: Sprite, r: random.Random) -> None:
     sp.rect(0.35, 1.0, 0.55, 1.04, BICYCLE, (0.1, 0.1, 0.1))
 
 
-def _draw_cyclist(cv: Canvas, p: dict) -> None:
+def _draw_cyclist(cv: Canvas, p: TwoWheeler) -> None:
     """A rider on a bicycle or motorcycle: from the side when crossing, else from behind."""
-    r = random.Random(p["seed"])
-    motor = p["vehicle"] == "motorcycle"
-    if p.get("side_view"):
-        sp = Sprite(cv, p["x"], p["z"], flip=r.random() < 0.5)
+    r = random.Random(p.seed)
+    motor = p.vehicle == "motorcycle"
+    if p.side_view:
+        sp = Sprite(cv, p.x, p.z, flip=r.random() < 0.5)
         _motorbike(sp, r) if motor else _bike(sp, r)
         _seated(sp, r, motor)
     else:
-        sp = Sprite(cv, p["x"], p["z"])
+        sp = Sprite(cv, p.x, p.z)
         _rear_rider(sp, r, motor)
     sp.draw()
 
@@ -284,24 +287,33 @@ def _rear_rider(sp: Sprite, r: random.Random, motor: bool) -> None:
     sp.ellipse(0, 1.65, 0.12 if motor else 0.1, 0.13 if motor else 0.12, RIDER, head)
 
 
-def _box_faces(cam: Camera, x0: float, x1: float, y0: float, y1: float, z0: float,
-               z1: float) -> dict[str, np.ndarray]:
+@dataclass(frozen=True, slots=True)
+class _Faces:
     """World corners (p00, p10, p11, p01) of the faces of a box that the camera sees."""
-    faces = {}
+
+    near: np.ndarray
+    top: np.ndarray | None  # seen from above: the box is lower than the camera
+    side: np.ndarray | None  # the side toward the camera's line, unless the box straddles it
+
+
+def _box_faces(cam: Camera, x0: float, x1: float, y0: float, y1: float, z0: float,
+               z1: float) -> _Faces:
+    """The faces of the box between (x0, y0, z0) and (x1, y1, z1) that the camera sees."""
+    top = None
     if y1 < cam.cam_h:
-        faces["top"] = np.array([[x0, y1, z0], [x1, y1, z0], [x1, y1, z1], [x0, y1, z1]])
-    side = x0 if x0 > 0 else x1 if x1 < 0 else None
-    if side is not None:
-        faces["side"] = np.array([[side, y0, z0], [side, y0, z1], [side, y1, z1], [side, y1, z0]])
-    faces["near"] = np.array([[x0, y0, z0], [x1, y0, z0], [x1, y1, z0], [x0, y1, z0]])
-    return faces
+        top = np.array([[x0, y1, z0], [x1, y1, z0], [x1, y1, z1], [x0, y1, z1]])
+    side, x = None, (x0 if x0 > 0 else x1 if x1 < 0 else None)
+    if x is not None:
+        side = np.array([[x, y0, z0], [x, y0, z1], [x, y1, z1], [x, y1, z0]])
+    near = np.array([[x0, y0, z0], [x1, y0, z0], [x1, y1, z0], [x0, y1, z0]])
+    return _Faces(near=near, top=top, side=side)
 
 
-def _solid(batch: Batch, faces: dict[str, np.ndarray], label_id: int, colour: np.ndarray) -> None:
+def _solid(batch: Batch, faces: _Faces, label_id: int, colour: np.ndarray) -> None:
     """Add a box's visible faces, the side darker and the top lighter."""
-    for name, factor in (("top", 1.12), ("side", 0.78), ("near", 1.0)):
-        if name in faces:
-            world_polygon(batch, faces[name], label_id, np.minimum(colour * factor, 1))
+    for face, factor in ((faces.top, 1.12), (faces.side, 0.78), (faces.near, 1.0)):
+        if face is not None:
+            world_polygon(batch, face, label_id, np.minimum(colour * factor, 1))
 
 
 def _ground_shadow(batch: Batch, x0: float, x1: float, z0: float, z1: float) -> None:
@@ -319,18 +331,18 @@ def _wheel(batch: Batch, x: float, z: float, radius: float, label_id: int,
                       label_id, colour)
 
 
-def _draw_car(cv: Canvas, p: dict) -> None:
+def _draw_car(cv: Canvas, p: Vehicle) -> None:
     """A car: body, cabin, wheels, windows, lights and plate, and its shadow on the road."""
-    r = random.Random(p["seed"])
-    x0, x1 = p["x"] - p["width"] / 2, p["x"] + p["width"] / 2
-    z0, z1 = p["z"], p["z"] + p["length"]
-    colour = p["color"].astype(np.float32)
+    r = random.Random(p.seed)
+    x0, x1 = p.x - p.width / 2, p.x + p.width / 2
+    z0, z1 = p.z, p.z + p.length
+    colour = p.color.astype(np.float32)
     van = r.random() < 0.15
     belt, roof = r.uniform(0.8, 0.95), r.uniform(1.8, 2.0) if van else r.uniform(1.38, 1.55)
     a0, b0 = (0.15, 0.9) if van else (r.uniform(0.6, 1.0), r.uniform(0.9, 1.3))
     a1, b1 = a0 + (0.15 if van else r.uniform(0.35, 0.6)), b0 + r.uniform(0.5, 0.9)
     glass = np.array([0.1, 0.12, 0.15], np.float32) * r.uniform(0.8, 1.6)
-    detail = cv.cam.focal * p["width"] / z0 > 12  # smaller cars: no hubs, windows or lights
+    detail = cv.cam.focal * p.width / z0 > 12  # smaller cars: no hubs, windows or lights
     batch = Batch(cv, z0)
     _ground_shadow(batch, x0 + 0.05, x1 - 0.05, z0 + 0.1, z1 - 0.1)
     for xa, xb in ((x0 + 0.05, x0 + 0.3), (x1 - 0.3, x1 - 0.05)):  # wheels under the bumper
@@ -338,8 +350,8 @@ def _draw_car(cv: Canvas, p: dict) -> None:
                               (xa, 0.5, z0 + 0.7)], CAR, (0.05, 0.05, 0.05))
     body = _box_faces(cv.cam, x0, x1, 0.25, belt, z0, z1)
     _solid(batch, body, CAR, colour)
-    if "side" in body:
-        xs = body["side"][0, 0]
+    if body.side is not None:
+        xs = body.side[0, 0]
         for zc in (z0 + 0.8, z1 - 0.85):
             _wheel(batch, xs, zc, 0.32, CAR, hub=detail)
         xc = xs + (0.1 if xs == x0 else -0.1)
@@ -353,7 +365,7 @@ def _draw_car(cv: Canvas, p: dict) -> None:
     world_polygon(batch, near_cabin, CAR, np.minimum(colour * 1.05, 1))
     if detail:
         world_polygon(batch, sub_quad(near_cabin, 0.07, 0.93, 0.1, 0.88), CAR, glass * 1.3)
-        _car_end(batch, body["near"], colour, p["facing"] == "rear")
+        _car_end(batch, body.near, colour, p.facing == "rear")
     batch.draw()
 
 
@@ -366,59 +378,59 @@ def _car_end(batch: Batch, near: np.ndarray, colour: np.ndarray, rear: bool) -> 
     world_polygon(batch, sub_quad(near, 0.38, 0.62, 0.25, 0.45), CAR, (0.8, 0.8, 0.76))
 
 
-def _draw_truck(cv: Canvas, p: dict) -> None:
+def _draw_truck(cv: Canvas, p: Vehicle) -> None:
     """A lorry: a cargo box and a cab, the cab at the far end when driving away."""
-    r = random.Random(p["seed"])
-    x0, x1, z0, z1 = p["x"] - 1.225, p["x"] + 1.225, p["z"], p["z"] + p["length"]
+    r = random.Random(p.seed)
+    x0, x1, z0, z1 = p.x - 1.225, p.x + 1.225, p.z, p.z + p.length
     cab_colour = np.array(r.choice(CAR_COLOURS), np.float32)
     batch = Batch(cv, z0)
     _ground_shadow(batch, x0 - 0.2, x1 + 0.2, z0 - 0.2, z1)
-    cab_near = p["facing"] == "front"
+    cab_near = p.facing == "front"
     split = z0 + 2.3 if cab_near else z1 - 2.3
     cab = (z0, split) if cab_near else (split + 0.3, z1)
     cargo = (split + 0.3, z1) if cab_near else (z0, split)
-    parts = [(cargo, 0.6, 3.6, p["color"].astype(np.float32)), (cab, 0.45, 2.9, cab_colour)]
+    parts = [(cargo, 0.6, 3.6, p.color.astype(np.float32)), (cab, 0.45, 2.9, cab_colour)]
     for (za, zb), y0, y1, colour in sorted(parts, key=lambda part: -part[0][0]):
         faces = _box_faces(cv.cam, x0, x1, y0, y1, za, zb)
         _solid(batch, faces, TRUCK, colour)
-        if "side" in faces:
+        if faces.side is not None:
             for zc in (za + 1.0, zb - 1.0):
-                _wheel(batch, faces["side"][0, 0], zc, 0.5, TRUCK)
+                _wheel(batch, faces.side[0, 0], zc, 0.5, TRUCK)
         if (za, zb) == cab and cab_near:
-            world_polygon(batch, sub_quad(faces["near"], 0.05, 0.95, 0.55, 0.92), TRUCK,
+            world_polygon(batch, sub_quad(faces.near, 0.05, 0.95, 0.55, 0.92), TRUCK,
                           (0.12, 0.14, 0.17))
         elif (za, zb) == cargo and not cab_near:
-            world_polygon(batch, sub_quad(faces["near"], 0.49, 0.51, 0.05, 0.97), TRUCK,
+            world_polygon(batch, sub_quad(faces.near, 0.49, 0.51, 0.05, 0.97), TRUCK,
                           colour * 0.5)
     world_polygon(batch, [(x0, 0.25, z0), (x1, 0.25, z0), (x1, 0.6, z0), (x0, 0.6, z0)], TRUCK,
                   (0.1, 0.1, 0.1))
     batch.draw()
 
 
-def _draw_bus(cv: Canvas, p: dict) -> None:
+def _draw_bus(cv: Canvas, p: Vehicle) -> None:
     """A city bus: a long box with a band of windows and a large windscreen or rear window."""
     _long_vehicle(cv, p, BUS, (0.3, 3.0), 1.4, wheel_at=(2.6, 3.2))
 
 
-def _draw_train(cv: Canvas, p: dict) -> None:
+def _draw_train(cv: Canvas, p: Vehicle) -> None:
     """A tram on rails in the street (Cityscapes' train class)."""
     _long_vehicle(cv, p, TRAIN, (0.35, 3.5), 2.0, wheel_at=(3.0, 3.0))
 
 
-def _long_vehicle(cv: Canvas, p: dict, label_id: int, ys: tuple[float, float], pane: float,
+def _long_vehicle(cv: Canvas, p: Vehicle, label_id: int, ys: tuple[float, float], pane: float,
                   wheel_at: tuple[float, float]) -> None:
     """A bus or tram: a box with windows along the side and a windscreen at the near end."""
-    x0, x1 = p["x"] - p["width"] / 2, p["x"] + p["width"] / 2
-    z0, z1 = p["z"], p["z"] + p["length"]
-    colour = p["color"].astype(np.float32)
+    x0, x1 = p.x - p.width / 2, p.x + p.width / 2
+    z0, z1 = p.z, p.z + p.length
+    colour = p.color.astype(np.float32)
     glass = np.array([0.12, 0.14, 0.16], np.float32)
     batch = Batch(cv, z0)
     _ground_shadow(batch, x0 - 0.2, x1 + 0.2, z0 - 0.2, z1)
     faces = _box_faces(cv.cam, x0, x1, *ys, z0, z1)
     _solid(batch, faces, label_id, colour)
-    if "side" in faces:
-        side = faces["side"]
-        panes = max(int(p["length"] / pane), 1)
+    if faces.side is not None:
+        side = faces.side
+        panes = max(int(p.length / pane), 1)
         for k in range(panes):
             a = k / panes
             world_polygon(batch, sub_quad(side, a + 0.08 / panes, a + 0.92 / panes, 0.4, 0.85),
@@ -426,8 +438,8 @@ def _long_vehicle(cv: Canvas, p: dict, label_id: int, ys: tuple[float, float], p
         world_polygon(batch, sub_quad(side, 0.0, 1.0, 0.0, 0.12), label_id, colour * 0.4)
         for zc in (z0 + wheel_at[0], z1 - wheel_at[1]):
             _wheel(batch, side[0, 0], zc, 0.5, label_id)
-    near = faces["near"]
-    low = 0.3 if p["facing"] == "front" else 0.55
+    near = faces.near
+    low = 0.3 if p.facing == "front" else 0.55
     world_polygon(batch, sub_quad(near, 0.05, 0.95, low, 0.86), label_id, glass)
     world_polygon(batch, sub_quad(near, 0.1, 0.9, 0.89, 0.97), label_id, (0.05, 0.05, 0.05))
     for lo, hi in ((0.03, 0.15), (0.85, 0.97)):
@@ -435,9 +447,14 @@ def _long_vehicle(cv: Canvas, p: dict, label_id: int, ys: tuple[float, float], p
     batch.draw()
 
 
-DRAW: dict[str, Callable[[Canvas, dict], None]] = {
+_DRAW: dict[str, Callable[[Canvas, Any], None]] = {
     "tree": _draw_tree, "lamp": _draw_lamp, "pole": _draw_pole, "sign": _draw_sign,
     "light": _draw_light, "static": _draw_static, "dynamic": _draw_dynamic,
     "person": _draw_person, "parked": _draw_parked, "cyclist": _draw_cyclist,
     "car": _draw_car, "truck": _draw_truck, "bus": _draw_bus, "train": _draw_train,
 }
+
+
+def draw_item(cv: Canvas, item: Item) -> None:
+    """Draw one object of the scene, by its kind."""
+    _DRAW[item.kind](cv, item)

@@ -9,7 +9,7 @@ import numpy as np
 from segkit.synthetic.camera import Camera, Canvas, noise_fields
 from segkit.synthetic.compose import compose
 from segkit.synthetic.develop import develop, draw_ego
-from segkit.synthetic.objects import DRAW
+from segkit.synthetic.objects import draw_item
 from segkit.synthetic.world import draw_edge, draw_far, draw_ground, draw_side, draw_sky
 
 _FOCAL = 1.1  # focal length in image widths (Cityscapes: 2262 px at 2048 px)
@@ -31,8 +31,8 @@ def render_scene(rng: np.random.Generator, width: int, height: int) -> tuple[np.
     for side in scene.sides:
         draw_side(cv, scene, side)
     draw_far(cv, scene)  # after the sides, with a depth test: most of it is hidden
-    for _, kind, params in scene.objects:
-        DRAW[kind](cv, params)
+    for item in scene.objects:
+        draw_item(cv, item)
     for side in scene.sides:
         for edge in side.edges:
             draw_edge(cv, edge)

@@ -27,7 +27,7 @@ from segkit.synthetic.palette import (
     WALL_COLOURS,
     Colour,
 )
-from segkit.synthetic.scene import Scene, Side
+from segkit.synthetic.scene import Building, Edge, FarTrees, Light, Scene, Side
 
 _TEXEL = 0.1  # metres per façade texel
 _LIGHTER, _SAME = np.float32(1.15), np.float32(1.0)
@@ -38,7 +38,7 @@ def draw_sky(cv: Canvas, scene: Scene) -> None:
     cam = cv.cam
     rows = min(math.floor(cam.horizon) + 1, cam.height)  # the ground covers the rows below
     t = np.clip((np.arange(rows, dtype=np.float32) + 0.5) / max(cam.horizon, 1.0), 0, 1)
-    if scene.light["clear_sky"]:
+    if scene.light.clear_sky:
         top, low = np.array([0.42, 0.58, 0.82], np.float32), np.array([0.75, 0.82, 0.88], np.float32)
     else:
         top, low = np.array([0.72, 0.76, 0.8], np.float32), np.array([0.86, 0.88, 0.9], np.float32)
@@ -81,10 +81,10 @@ def draw_ground(cv: Canvas, scene: Scene) -> None:
         zone[(z > scene.crossing[0]) & (z < scene.crossing[1])] = road_zone
     label, image = np.take(ids, zone), np.take(colours.T, zone, axis=1)  # image (3, rows, W)
     for patch in scene.patches:
-        rows = (z > patch["z"][0]) & (z < patch["z"][1])
-        hit = (x[rows] > patch["x"][0]) & (x[rows] < patch["x"][1])
-        label[rows] = np.where(hit, patch["label"], label[rows])
-        colour = np.array(patch["color"], np.float32)[:, None, None]
+        rows = (z > patch.z[0]) & (z < patch.z[1])
+        hit = (x[rows] > patch.x[0]) & (x[rows] < patch.x[1])
+        label[rows] = np.where(hit, patch.label, label[rows])
+        colour = np.array(patch.color, np.float32)[:, None, None]
         image[:, rows] = np.where(hit, colour, image[:, rows])
     road = label == ROAD
     _markings(image, x, z, road, scene)
@@ -103,9 +103,9 @@ def _markings(image: np.ndarray, x: np.ndarray, z: np.ndarray, road: np.ndarray,
     if scene.crossing:
         open_road[(z > scene.crossing[0] - 0.5) & (z < scene.crossing[1] + 0.5)] = False
     for m in scene.lanes:
-        hit = open_road & (np.abs(x - m["x"]) < m["width"] / 2)
-        if m["duty"] < 1:
-            hit &= (np.mod(z + m["phase"], m["period"]) < m["duty"] * m["period"])[:, None]
+        hit = open_road & (np.abs(x - m.x) < m.width / 2)
+        if m.duty < 1:
+            hit &= (np.mod(z + m.phase, m.period) < m.duty * m.period)[:, None]
         np.copyto(image, paint[..., None], where=hit)
     if scene.crossing:
         rows = (z > scene.crossing[0] - 4.5) & (z < scene.crossing[0] - 0.8)
@@ -130,13 +130,13 @@ def _paving(image: np.ndarray, x: np.ndarray, z: np.ndarray, sidewalk: np.ndarra
 def _building_shadows(image: np.ndarray, x: np.ndarray, z: np.ndarray, scene: Scene) -> None:
     """On sunny days the buildings on the sun's side shade part of the street."""
     light = scene.light
-    if not light["sunny"]:
+    if not light.sunny:
         return
-    side = scene.sides[0 if light["sun_side"] < 0 else 1]
+    side = scene.sides[0 if light.sun_side < 0 else 1]
     heights = np.zeros_like(z)
     for b in side.buildings:
-        heights[(z >= b["z0"]) & (z < b["z1"])] = b["height"]
-    reach = side.facade - heights * light["shadow"]  # |x| where the shadow ends, per row
+        heights[(z >= b.z0) & (z < b.z1)] = b.height
+    reach = side.facade - heights * light.shadow  # |x| where the shadow ends, per row
     shadow = side.sign * x > reach[:, None]
     np.multiply(image, np.float32(0.5), out=image, where=shadow)
 
@@ -161,45 +161,45 @@ def _side_plane(cv: Canvas, x_plane: float, z0: float, z1: float, y0: float,
     return win, mask, z, y
 
 
-def _facade_atlas(b: dict, shade: float) -> np.ndarray:
+def _facade_atlas(b: Building, shade: float) -> np.ndarray:
     """One bay of a façade, pavement to roof, as a picture of 0.1 m texels.
 
     Returns colour planes (3, rows * columns), rows counted up from the pavement. Built from row
     and column profiles, so it costs little even for tall buildings.
     """
-    r = random.Random(b["seed"])
-    cols = max(round(b["bay"] / _TEXEL), 1)
+    r = random.Random(b.seed)
+    cols = max(round(b.bay / _TEXEL), 1)
     centre = np.abs((np.arange(cols) + 0.5) / cols - 0.5)[None, :]  # 0 mid-bay, 0.5 at its edges
-    v = (np.arange(max(math.ceil(b["height"] / _TEXEL), 1)) + 0.5) * _TEXEL
-    level = (v - b["ground"]) / b["floor"]
+    v = (np.arange(max(math.ceil(b.height / _TEXEL), 1)) + 0.5) * _TEXEL
+    level = (v - b.ground) / b.floor
     storey = np.floor(level)
     fv = level - storey  # height within the storey, 0..1
-    upper = (v > b["ground"]) & (v < b["height"] - 1.0)
-    half, top = b["win_w"] / 2, 0.25 + b["win_h"]
+    upper = (v > b.ground) & (v < b.height - 1.0)
+    half, top = b.win_w / 2, 0.25 + b.win_h
     glass = (upper & (fv > 0.25) & (fv < top))[:, None] & (centre < half)
     frame = (upper & (fv > 0.2) & (fv < top + 0.05))[:, None] & (centre < half + 0.05)
     # roof band, a cornice at every storey, and grime near the pavement
-    rows = (np.where(v > b["height"] - 0.5, 0.75, 1.0) * np.where(fv < 0.04, 0.9, 1.0)
+    rows = (np.where(v > b.height - 0.5, 0.75, 1.0) * np.where(fv < 0.04, 0.9, 1.0)
             * (0.85 + 0.15 * np.minimum(v / 2.0, 1.0)))
-    wall = rows[:, None] * b["color"]  # (rows, 3)
-    if b["shop"]:
-        glass |= ((v > 0.3) & (v < b["ground"] - 0.7))[:, None] & (centre < 0.42)
-        wall[(v > b["ground"] - 0.6) & (v < b["ground"] - 0.25)] = r.choice(CAR_COLOURS)
+    wall = rows[:, None] * b.color  # (rows, 3)
+    if b.shop:
+        glass |= ((v > 0.3) & (v < b.ground - 0.7))[:, None] & (centre < 0.42)
+        wall[(v > b.ground - 0.6) & (v < b.ground - 0.25)] = r.choice(CAR_COLOURS)
     # each storey's panes reflect differently (sky, curtains, a lamp inside)
     panes = np.array([r.uniform(0.5, 1.7) for _ in range(int(storey[-1]) + 2)])
-    glazing = b["glass"][:, None] * (panes[storey.astype(int) + 1] + 0.6 * (fv - 0.25))
+    glazing = b.glass[:, None] * (panes[storey.astype(int) + 1] + 0.6 * (fv - 0.25))
     wall = np.ascontiguousarray(wall.T * shade, np.float32)  # (3, rows)
     atlas = wall[..., None] * np.where(frame, _LIGHTER, _SAME)
     np.copyto(atlas, (glazing * shade)[..., None], where=glass, casting="same_kind")
     return atlas.reshape(3, -1)
 
 
-def _facade(b: dict, u: np.ndarray, v: np.ndarray, shade: float) -> np.ndarray:
+def _facade(b: Building, u: np.ndarray, v: np.ndarray, shade: float) -> np.ndarray:
     """Façade colours (3, h, w) at wall coordinates u (along the wall) and v (up), in metres."""
     atlas = _facade_atlas(b, shade)
-    cols = max(round(b["bay"] / _TEXEL), 1)  # as in the atlas
+    cols = max(round(b.bay / _TEXEL), 1)  # as in the atlas
     rows = atlas.shape[1] // cols
-    ui = np.minimum((np.mod(u - b["u0"], b["bay"]) * (cols / b["bay"])).astype(np.intp), cols - 1)
+    ui = np.minimum((np.mod(u - b.u0, b.bay) * (cols / b.bay)).astype(np.intp), cols - 1)
     vi = np.clip((v * (1 / _TEXEL)).astype(np.intp), 0, rows - 1)
     return np.take(atlas, vi * cols + ui, axis=1)
 
@@ -213,17 +213,17 @@ def draw_far(cv: Canvas, scene: Scene) -> None:
     for side in scene.sides:
         lit = _sunlit(light, side) * 0.95
         for b in side.back:
-            _side_wall(cv, side.sign * (side.facade + b["offset"]), b, lit, behind=True)
+            _side_wall(cv, side.sign * (side.facade + side.back_offset), b, lit, behind=True)
     for item in scene.far:
-        if item["kind"] == "trees":
-            r = random.Random(item["seed"])
-            blobs = [(item["x"] + r.uniform(-0.5, 0.5) * item["width"],
-                      item["height"] * r.uniform(0.4, 0.8), item["width"] * r.uniform(0.2, 0.4),
-                      item["height"] * r.uniform(0.3, 0.5)) for _ in range(5)]
+        if isinstance(item, FarTrees):
+            r = random.Random(item.seed)
+            blobs = [(item.x + r.uniform(-0.5, 0.5) * item.width,
+                      item.height * r.uniform(0.4, 0.8), item.width * r.uniform(0.2, 0.4),
+                      item.height * r.uniform(0.3, 0.5)) for _ in range(5)]
             foliage(Sprite(cv, 0.0, scene.z_end), blobs, np.array(r.choice(GREENS)),
                     behind=True)
         else:
-            _frontal_wall(cv, item, scene.z_end, item["x0"], item["x1"], 0.9, behind=True)
+            _frontal_wall(cv, item.building, scene.z_end, item.x0, item.x1, 0.9, behind=True)
 
 
 def _hidden(cv: Canvas, win: Window, depth: Any) -> np.ndarray:
@@ -232,14 +232,14 @@ def _hidden(cv: Canvas, win: Window, depth: Any) -> np.ndarray:
     return (drawn > 0) & (drawn <= depth)
 
 
-def _frontal_wall(cv: Canvas, b: dict, z: float, x0: float, x1: float, shade: float,
+def _frontal_wall(cv: Canvas, b: Building, z: float, x0: float, x1: float, shade: float,
                   behind: bool = False) -> None:
     """A building wall facing the camera at depth z between x0 and x1 (end walls, far rows).
 
     With ``behind`` it only fills what is farther away than z.
     """
     cam = cv.cam
-    (c0, r1), (c1, r0) = cam.project(x0, 0.0, z), cam.project(x1, b["height"], z)
+    (c0, r1), (c1, r0) = cam.project(x0, 0.0, z), cam.project(x1, b.height, z)
     win = cv.window(min(c0, c1), r0, max(c0, c1), r1)
     if win is None:
         return
@@ -252,29 +252,29 @@ def _frontal_wall(cv: Canvas, b: dict, z: float, x0: float, x1: float, shade: fl
     cv.paint(win, mask, BUILDING, _facade(b, u, v, shade), z)
 
 
-def _sunlit(light: dict, side: Side) -> float:
+def _sunlit(light: Light, side: Side) -> float:
     """Brightness of one side's façades: lit or in shade on sunny days."""
-    if not light["sunny"]:
+    if not light.sunny:
         return 1.0
-    return 1.15 if light["sun_side"] != side.sign else 0.7
+    return 1.15 if light.sun_side != side.sign else 0.7
 
 
 def draw_side(cv: Canvas, scene: Scene, side: Side) -> None:
     """One side's buildings, far to near, with end walls where a gap shows them."""
     lit = _sunlit(scene.light, side)
-    for b in sorted(side.buildings, key=lambda b: -b["z0"]):
+    for b in sorted(side.buildings, key=lambda b: -b.z0):
         _side_wall(cv, side.sign * side.facade, b, lit)
     reached = -math.inf  # how far along the street the previous building ended
-    for b in sorted(side.buildings, key=lambda b: b["z0"]):
-        if b["z0"] > max(reached + 0.5, 0.5):  # a gap in front: the end wall shows
+    for b in sorted(side.buildings, key=lambda b: b.z0):
+        if b.z0 > max(reached + 0.5, 0.5):  # a gap in front: the end wall shows
             x0 = side.sign * side.facade
-            _frontal_wall(cv, b, b["z0"], x0, x0 + side.sign * b["depth"], 0.85)
-        reached = b["z1"]
+            _frontal_wall(cv, b, b.z0, x0, x0 + side.sign * b.depth, 0.85)
+        reached = b.z1
 
 
-def _side_wall(cv: Canvas, x_plane: float, b: dict, shade: float, behind: bool = False) -> None:
+def _side_wall(cv: Canvas, x_plane: float, b: Building, shade: float, behind: bool = False) -> None:
     """A building's façade along the street; with ``behind`` only where nothing nearer is."""
-    hit = _side_plane(cv, x_plane, b["z0"], b["z1"], 0.0, b["height"])
+    hit = _side_plane(cv, x_plane, b.z0, b.z1, 0.0, b.height)
     if hit is None:
         return
     win, mask, z, y = hit
@@ -285,19 +285,19 @@ def _side_wall(cv: Canvas, x_plane: float, b: dict, shade: float, behind: bool =
     cv.paint(win, mask, BUILDING, _facade(b, z, y, shade), z)
 
 
-def draw_edge(cv: Canvas, edge: dict) -> None:
+def draw_edge(cv: Canvas, edge: Edge) -> None:
     """A wall, fence or hedge along the street, hidden by whatever stands in front of it.
 
     Edges run past many objects, so they are drawn after them with a depth test instead of in
     the painter's order.
     """
-    r = random.Random(edge["seed"])
-    hit = _side_plane(cv, edge["x"], edge["z0"], edge["z1"], 0.0, edge["height"] + 0.3)
+    r = random.Random(edge.seed)
+    hit = _side_plane(cv, edge.x, edge.z0, edge.z1, 0.0, edge.height + 0.3)
     if hit is None:
         return
     win, mask, z, y = hit
     mask = mask & ~_hidden(cv, win, z)
-    kind, top = edge["kind"], edge["height"]
+    kind, top = edge.kind, edge.height
     if kind == "hedge":
         mask = mask & (y < top + 0.2 * cv.fields.detail[win])
         green = np.array(r.choice(GREENS), np.float32)
