@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from segkit.datasets import CityscapesSegmentation
 from segkit.labels import IGNORE_INDEX, NUM_CLASSES
@@ -33,19 +33,22 @@ def machine() -> str:
             f"({threads} torch threads), {gpu}, torch {torch.__version__}")
 
 
-def loader_samples_per_s(dataset, *, batch_size: int, num_workers: int, epochs: int = 2) -> float:
-    """Steady-state samples/s of a shuffled training DataLoader over ``dataset``.
+def loader_samples_per_s(dataset, *, batch_size: int, num_workers: int, batches: int = 12) -> float:
+    """Steady-state samples/s of a training DataLoader over ``dataset``, timed over ``batches``.
 
-    One untimed epoch first starts the workers (kept alive) and warms the caches.
+    Indices are drawn with replacement, so the loader never ends an epoch: whole epochs of a few
+    batches would drain the workers at every epoch end and cap the measured worker speed-up (at
+    1.5x for three-batch epochs). The first batch of each worker is untimed: it pays their start-up.
     """
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                        persistent_workers=num_workers > 0)
-    samples = 0
-    for epoch in range(epochs + 1):
-        if epoch == 1:
-            started, samples = time.perf_counter(), 0
-        for images, _masks in loader:
-            samples += len(images)
+    warmup = max(num_workers, 1)
+    sampler = RandomSampler(dataset, replacement=True, num_samples=batch_size * (warmup + batches))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+    batch_iter = iter(loader)
+    for _ in range(warmup):
+        next(batch_iter)
+    started, samples = time.perf_counter(), 0
+    for images, _masks in batch_iter:
+        samples += len(images)
     return samples / (time.perf_counter() - started)
 
 

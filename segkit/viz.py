@@ -37,6 +37,7 @@ from segkit.labels import (
     palette,
 )
 from segkit.metrics import per_image_iou
+from segkit.transforms import denormalize
 
 PANEL_INCHES = 3.2  # width of one picture in a grid
 VOID_COLOUR = (0.0, 0.0, 0.0)  # how ignore (255) is drawn, as in the palette
@@ -341,24 +342,36 @@ def augmentation_grid(image: torch.Tensor, mask: torch.Tensor, demos: Mapping[st
     Args:
         image, mask: uint8 (3, H, W) and class map (H, W), e.g. from ``dataset.load(i)``.
         demos: name -> ``torchvision.transforms.v2`` transform on (image, mask), e.g.
-            ``segkit.transforms.demo_transforms()``.
-        seed: each demo draws its random parameters from this seed (the global RNG is restored).
+            ``segkit.transforms.demo_transforms()`` or the same training preset several times.
+        seed: demo ``k`` (0, 1, …) draws its random parameters from ``seed + k``, so repeated draws
+            of one preset differ (the global RNG is restored). Images a transform normalised
+            (``v2.Normalize`` in it) are shown denormalised, as the eye sees the frame.
     """
     from torchvision import tv_tensors
 
     source = (tv_tensors.Image(torch.as_tensor(as_rgb(image)).permute(2, 0, 1)),
               tv_tensors.Mask(torch.as_tensor(as_labels(mask))))
     results = {"original": source}
-    for name, transform in demos.items():
+    for k, (name, transform) in enumerate(demos.items()):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            results[name] = transform(*source)
+            torch.manual_seed(seed + k)
+            out_image, out_mask = transform(*source)
+        results[name] = (denormalize(out_image) if normalises(transform) else out_image, out_mask)
     fig, axes = _picture_grid(2, len(results), image.shape[-2] / image.shape[-1])
     for col, (name, (out_image, out_mask)) in enumerate(results.items()):
         height, width = out_mask.shape[-2:]
         _show(axes[0, col], as_rgb(out_image), f"{name}\n{width}×{height}")
         _show(axes[1, col], colorize(out_mask, scheme))
     return fig
+
+
+def normalises(transform: Any) -> bool:
+    """Whether a v2 transform (or a ``Compose`` of them, nested) ends its images normalised."""
+    from torchvision.transforms import v2
+
+    if isinstance(transform, v2.Normalize):
+        return True
+    return isinstance(transform, v2.Compose) and any(normalises(t) for t in transform.transforms)
 
 
 # --- Figure 5: training curves and predictions ------------------------------------------------------

@@ -1,9 +1,11 @@
 """What the course notebooks share: scores grouped by class size and the comparison table."""
 
 import math
+import warnings
 
 import pytest
 
+from segkit import course
 from segkit.config import profile_config
 from segkit.course import LARGE_CLASSES, THIN_CLASSES, comparison_table, group_iou
 from segkit.labels import CLASS_NAMES
@@ -40,3 +42,41 @@ def test_the_recipe_line_names_the_profiles_settings() -> None:
     assert f"{config.epochs} epochs of 256x128 crops, batch 4," in line
     assert "poly" in line and "class-weighted ce loss" in line
     assert "batch 4 per process x 2 processes = 8" in config.summary(processes=2)
+
+
+@pytest.fixture
+def isolated_setup(monkeypatch, tmp_path):
+    """``course.setup`` without touching this process for good: warning filters and format,
+    environment and determinism are restored after the test."""
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    monkeypatch.setattr(course, "seed_everything", lambda seed: None)
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    monkeypatch.setenv("SEGKIT_HOME", str(tmp_path))
+    with warnings.catch_warnings():
+        yield course.setup
+
+
+def test_setup_ci_silences_only_the_warnings_it_names(isolated_setup) -> None:
+    from segkit.models import PretrainedWeightsWarning
+
+    isolated_setup("ci")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.warn("upsample_bilinear2d_backward_out_cpu does not have a deterministic "
+                      "implementation, but you set 'torch.use_deterministic_algorithms(True, "
+                      "warn_only=True)'", stacklevel=1)
+        warnings.warn("something the learner should see", stacklevel=1)
+        warnings.warn("resnet50 backbone RANDOMLY INITIALISED", PretrainedWeightsWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something the learner should see",
+                                                "resnet50 backbone RANDOMLY INITIALISED"]
+
+
+@pytest.mark.parametrize("profile", ["ci", "cpu"])
+def test_setup_shows_the_random_backbone_fallback_in_one_line(isolated_setup, profile) -> None:
+    from segkit.models import PretrainedWeightsWarning
+
+    isolated_setup(profile)
+    shown = warnings.formatwarning("resnet50 backbone RANDOMLY INITIALISED", PretrainedWeightsWarning,
+                                   "deeplabv3plus.py", 1, "init_backbone_weights(net, ...)")
+    assert shown == "PretrainedWeightsWarning: resnet50 backbone RANDOMLY INITIALISED\n"
+    other = warnings.formatwarning("other", UserWarning, "x.py", 1, "line")
+    assert other.count("\n") == 2  # other warnings keep their usual form

@@ -288,6 +288,7 @@ def no_download(monkeypatch):
         raise OSError("offline: name resolution failed")
 
     monkeypatch.setattr(dl, "_download_state_dict", offline)
+    monkeypatch.setattr(dl, "_FAILED_DOWNLOADS", {})  # no failure remembered from another test
     return attempts
 
 
@@ -370,6 +371,20 @@ def test_allow_random_init_warns_and_continues(hub_dir: Path, no_download) -> No
         model = build_model("deeplab", backbone=BACKBONE, pretrained_backbone=True,
                             allow_random_init=True)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 19, 32, 32)
+
+
+def test_offline_fallback_tries_the_download_once_and_says_so_in_one_line(hub_dir: Path, no_download) -> None:
+    weights = dl.IMAGENET_WEIGHTS[BACKBONE]
+    with pytest.warns(PretrainedWeightsWarning) as caught:
+        for _ in range(2):  # e.g. the trained model, then one to time a training step
+            build_model("deeplab", backbone=BACKBONE, pretrained_backbone=True, allow_random_init=True)
+    assert len(no_download) == 1  # the failure is remembered within the process
+    for message in (str(w.message) for w in caught):
+        assert "\n" not in message
+        assert BACKBONE in message and str(dl.hub_cache_path(weights)) in message
+        assert weights.url in message and "offline" in message
+    with pytest.raises(PretrainedWeightsUnavailable, match="failed earlier in this process"):
+        build_model("deeplab", backbone=BACKBONE, pretrained_backbone=True)
 
 
 def test_corrupt_cached_weights_are_reported(hub_dir: Path, no_download) -> None:

@@ -178,6 +178,22 @@ def test_augmentation_grid_masks_stay_nearest_and_seeded():
             == axes[1, 2].images[0].get_array()).all()
 
 
+def test_augmentation_grid_draws_a_preset_anew_and_shows_it_denormalised():
+    from segkit.transforms import train_transforms
+
+    blocks = (np.indices((H, W)) // 8).sum(axis=0) % 2  # 8-pixel checks of two mid greys
+    image = np.repeat(np.where(blocks, 192, 64).astype(np.uint8)[..., None], 3, axis=-1)
+    _, mask = sample()
+    preset = train_transforms(size=(32, 16), scale=(1.0, 2.0))  # never smaller than the crop: no padding
+    fig = viz.augmentation_grid(image, mask, {f"draw {i}": preset for i in range(4)}, seed=1)
+    shown = [np.asarray(ax.images[0].get_array()) for ax in np.array(fig.axes).reshape(2, 5)[0, 1:]]
+    assert not np.array_equal(shown[0], shown[1])  # each draw from its own seed
+    for picture in shown:  # as the eye sees the frame, not normalised values clipped to [0, 1]
+        assert np.isin(picture, (0, 255)).mean() < 0.05
+        spread = np.percentile(picture, 95) - np.percentile(picture, 5)
+        assert 0.4 * (192 - 64) < spread < 2 * (192 - 64)
+
+
 def history(offset, epochs=4, skip_val=()):
     rows = []
     for epoch in range(1, epochs + 1):

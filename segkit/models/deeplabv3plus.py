@@ -51,6 +51,9 @@ _CHANNELS = {"resnet101": (256, 2048), "resnet50": (256, 2048), "mobilenet_v3_la
 DOWNLOAD_TIMEOUT_S = 10.0
 #: Classification-head keys a backbone state dict may carry or lack (the head is not used here).
 _HEAD_PREFIXES = ("fc.", "classifier.")
+#: url -> why its download failed, in this process: an offline machine tries each URL once, not
+#: once per model built (a course run builds a second model to time a training step).
+_FAILED_DOWNLOADS: dict[str, str] = {}
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -99,9 +102,16 @@ def imagenet_state_dict(weights: WeightsEnum) -> dict[str, Tensor]:
                 f"the cached weights file {path} could not be read ({type(err).__name__}: {err}); "
                 f"it may be truncated: delete it and retry. {how_to_fix}"
             ) from err
+    if url in _FAILED_DOWNLOADS:
+        raise PretrainedWeightsUnavailable(
+            f"ImageNet weights {weights} are unavailable. Tried: the torch hub cache file {path} "
+            f"(absent); downloading {url} failed earlier in this process "
+            f"({_FAILED_DOWNLOADS[url]}). {how_to_fix}"
+        )
     try:
         return _download_state_dict(weights)
     except Exception as err:
+        _FAILED_DOWNLOADS[url] = f"{type(err).__name__}: {err}"
         raise PretrainedWeightsUnavailable(
             f"ImageNet weights {weights} are unavailable. Tried: the torch hub cache file {path} "
             f"(absent), then downloading {url} (failed: {type(err).__name__}: {err}). {how_to_fix}"
@@ -155,9 +165,12 @@ def init_backbone_weights(
         except PretrainedWeightsUnavailable as err:
             if not allow_random_init:
                 raise
+            cause = err.__cause__ or _FAILED_DOWNLOADS.get(weights.url, "")
+            cause = " ".join(str(cause).split())  # one line, whatever the cause says
             warnings.warn(
-                f"continuing with a RANDOMLY INITIALISED {backbone} backbone (expect slower "
-                f"training and lower accuracy) because: {err}",
+                f"{backbone} backbone RANDOMLY INITIALISED (slower training, lower accuracy): "
+                f"ImageNet weights neither read from {hub_cache_path(weights)} nor downloaded from "
+                f"{weights.url}{f' ({cause})' if cause else ''}",
                 PretrainedWeightsWarning,
                 stacklevel=2,
             )
