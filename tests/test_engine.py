@@ -266,6 +266,7 @@ def test_class_weights_favour_rare_classes():
     assert (weights[counts == 0] == 0).all()
 
 
+@pytest.mark.filterwarnings("ignore:for .* copying from a non-meta parameter")
 def test_resume_reads_the_checkpoint_onto_the_cpu_whatever_the_training_device(tmp_path):
     """A model on a GPU once got its checkpoint mapped there, random states included, which
     ``torch.set_rng_state`` refuses. The meta device stands in for the GPU here."""
