@@ -132,3 +132,19 @@ def test_label_of_other_size_or_unknown_id_is_named(source_copy):
     Image.fromarray(bad).save(path)
     with pytest.raises(DataError, match=f"{path}: label id 77"):
         dataset[1]
+
+
+def test_samples_are_made_with_one_torch_thread_then_the_count_is_restored(prepared_root):
+    seen = []
+
+    def record(image, mask):
+        seen.append(torch.get_num_threads())
+        return image, mask
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        CityscapesSegmentation(prepared_root, "train", transforms=record)[0]
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
