@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from segkit.budget import format_duration
 from segkit.checkpoints import check_checkpoint_dir, save_checkpoint
 from segkit.engine import Callback, FitState
 from segkit.labels import colorize
@@ -23,7 +24,7 @@ class ProgressBar(Callback):
 
     def on_batch_end(self, state: FitState) -> None:
         if self.bar is None:
-            self.bar = tqdm(total=self.total, desc=f"epoch {state.epoch + 1}/{state.config.epochs}",
+            self.bar = tqdm(total=self.total, desc=f"epoch {_epoch_of(state, state.epoch + 1)}",
                             unit="batch", leave=False, disable=self.disable)
         self.bar.update()
 
@@ -39,8 +40,16 @@ class ProgressBar(Callback):
     on_fit_end = on_epoch_end
 
 
+def _epoch_of(state: FitState, epoch: int | str) -> str:
+    """``"3/10"``, or for a time-budget run ``"3"`` with the time spent of the budget."""
+    if state.plan is None:
+        return f"{epoch}/{state.config.epochs}"
+    return f"{epoch} ({format_duration(state.seconds)} of {format_duration(state.plan.budget)})"
+
+
 class PrintMetrics(Callback):
-    """One line per epoch: loss, validation global acc, mean acc and mIoU, time."""
+    """One line per epoch: loss, validation global acc, mean acc and mIoU, time; for a time-budget
+    run the steps planned, and at the end what the budget turned into."""
 
     def on_epoch_end(self, state: FitState) -> None:
         row = state.last
@@ -48,12 +57,19 @@ class PrintMetrics(Callback):
         if "val_miou" in row:
             scores = (f"  val: global acc {row['val_pixel_acc']:.3f}  mean acc {row['val_mean_acc']:.3f}"
                       f"  mIoU {row['val_miou']:.3f}")
-        print(f"epoch {row['epoch']:>3}/{state.config.epochs}  loss {row['train_loss']:.4f}"
-              f"{scores}  ({row['train_seconds']:.1f} s)", flush=True)
+        planned = ("" if state.plan is None or state.plan.total_steps is None
+                   else f", step {state.step} of {state.plan.total_steps} planned")
+        epoch = _epoch_of(state, f"{row['epoch']:>3}")
+        print(f"epoch {epoch}  loss {row['train_loss']:.4f}"
+              f"{scores}  ({row['train_seconds']:.1f} s{planned})", flush=True)
 
     def on_fit_end(self, state: FitState) -> None:
         if state.stop:
             print(f"stopped early: {state.stop}", flush=True)
+        elif state.plan is not None and state.plan.done:
+            print(f"time budget {format_duration(state.plan.budget)} spent: "
+                  f"{format_duration(state.seconds)} of training and validation, {state.step} steps, "
+                  f"{state.images_seen} images in {state.epoch} epochs", flush=True)
 
 
 class Checkpointer(Callback):

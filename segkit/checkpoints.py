@@ -72,6 +72,10 @@ def save_checkpoint(path: str | os.PathLike, state: FitState) -> Path:
         "epoch": state.epoch,
         "step": state.step,
         "best_miou": state.best_miou,
+        "seconds": state.seconds,
+        "train_seconds": state.train_seconds,
+        "images_seen": state.images_seen,
+        "plan": state.plan.state_dict() if state.plan is not None else None,
         "rng": rng_state(),
         "config": asdict(state.config),
         "metrics": state.last,
@@ -118,6 +122,12 @@ def restore(state: FitState, path: str | os.PathLike) -> None:
     state.scaler.load_state_dict(checkpoint["scaler"])
     state.epoch, state.step = checkpoint["epoch"], checkpoint["step"]
     state.best_miou, state.history = checkpoint["best_miou"], list(checkpoint["history"])
+    # checkpoints written before time budgets existed hold no times
+    state.seconds = checkpoint.get("seconds", 0.0)
+    state.train_seconds = checkpoint.get("train_seconds", 0.0)
+    state.images_seen = checkpoint.get("images_seen", 0)
+    if state.plan is not None and checkpoint.get("plan"):
+        state.plan.load_state_dict(checkpoint["plan"])
     set_rng_state(checkpoint["rng"])
 
 

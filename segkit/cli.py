@@ -20,6 +20,15 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _duration(text: str) -> float:
+    from segkit.budget import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _batch_size(text: str) -> int | str:
     if text == "auto":
         return text
@@ -288,7 +297,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log_dir", "--log-dir", dest="log_dir",
                         help="TensorBoard folder (default: runs/MODEL)")
     parser.add_argument("-n", "--num_epoch", "--epochs", dest="epochs", type=int,
-                        help="epochs (default: the profile's)")
+                        help="epochs (default: the profile's; drops a profile's --time-budget)")
+    parser.add_argument("--time-budget", type=_duration, metavar="TIME",
+                        help="train for this long instead of for epochs, e.g. 90s, 4m or 1h: the "
+                             "learning rate decays to zero over the budget, validation counts "
+                             "against it (default: the cpu profile's, about 4m a model)")
     parser.add_argument("-lr", "--lr", dest="lr", type=float, help="learning rate (default: 1e-3)")
     parser.add_argument("-c", "--continue_training", "--resume", dest="resume", action="store_true",
                         help="continue from OUT/last.pt exactly where it stopped")
@@ -359,7 +372,7 @@ def _run_train(args) -> int:
     fields = ("epochs", "lr", "size", "base_height", "val_size", "batch_size", "accumulate",
               "optimizer", "scheduler", "warmup_iters", "loss", "gamma", "amp", "device",
               "num_workers", "seed", "max_iters", "oom", "label_scheme", "gpu_memory",
-              "deterministic", "log_every")
+              "deterministic", "log_every", "time_budget")
     changes = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if args.class_weights:
         changes["class_weights"] = True

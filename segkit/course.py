@@ -8,10 +8,8 @@ history and timings under ``runs/course-{profile}/{model}``); 07 reads them with
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +18,15 @@ from typing import Any
 import torch
 
 from segkit import __version__, labels
-from segkit.bench import measure_step
-from segkit.callbacks import Checkpointer
 from segkit.checkpoints import model_from_checkpoint
 from segkit.config import Profile, TrainConfig, get_profile, profile_config
-from segkit.datasets import CityscapesSegmentation, build_loaders, ensure_synthetic
-from segkit.engine import FitState, fit
-from segkit.models import PretrainedWeightsWarning, build_model
-from segkit.models.registry import INIT_ONLY_OPTIONS
+from segkit.datasets import CityscapesSegmentation, ensure_synthetic
+from segkit.engine import FitState
+from segkit.models import PretrainedWeightsWarning
 from segkit.prepare import MANIFEST, read_manifest
+from segkit.run import read_record, set_aside
 from segkit.runtime import resolve_device, seed_everything, set_determinism
+from segkit.training import train
 from segkit.transforms import eval_transforms
 from segkit.viz import LivePlot, set_style
 
@@ -124,37 +121,29 @@ def setup(profile: str | None = None, *, seed: int = 0) -> Course:
     return course
 
 
-def train_model(course: Course, model: str, *, live: bool = True, **changes: Any
-                ) -> tuple[torch.nn.Module, FitState]:
-    """Train ``model`` with the profile's settings on ``course.data``; save the run for notebook 07.
+def train_model(course: Course, model: str, *, live: bool = True, minutes: float | None = None,
+                resume: bool = False, **changes: Any) -> tuple[torch.nn.Module, FitState]:
+    """Train ``model`` with the profile's settings on ``course.data``, as ``segkit train`` does
+    (``segkit.training.train``); return the best model and the final state.
 
-    Shows a live loss / IoU plot (``live``), keeps ``best.pt`` and ``last.pt``, and writes
-    ``run.json`` (history, training time, parameters, img/s and peak memory of a training step).
-    An earlier run of the same profile is replaced.
+    ``minutes`` trains for that long (the learning rate decays to zero over it) instead of the
+    profile's budget or epochs; ``changes`` are other ``TrainConfig`` fields. The run keeps
+    ``best.pt``, ``last.pt``, ``run.json`` and its TensorBoard log in ``course.run_dir(model)``
+    (``load_run`` reads them back). ``resume`` continues that run: with more ``minutes`` (or
+    ``epochs``) it trains on from where it stopped. Otherwise an earlier run is moved aside to a
+    sibling folder named after its start time, never deleted. ``live`` shows a loss / IoU plot.
     """
-    config = course.config(model, **changes)
-    if "pretrained_backbone" in config.model_options:  # a course goes on without the download
-        config = config.replace(model_options={**config.model_options, "allow_random_init": True})
-    print(f"{config.model}, profile {course.profile.name}: {config.summary()}")
-    seed_everything(config.seed)
-    train_loader, val_loader = build_loaders(course.data, config)
-    net = build_model(config.model, num_classes=labels.NUM_CLASSES, **config.model_options)
-    out = Path(config.out)
-    for stale in ("last.pt", "best.pt", "run.json"):
-        (out / stale).unlink(missing_ok=True)
-    started = time.perf_counter()
-    state = fit(net, train_loader, val_loader, config,
-                [*([LivePlot()] if live else []), Checkpointer(out)])
-    seconds = time.perf_counter() - started
-    # A timed step needs no ImageNet weights: building it without them never downloads twice.
-    timed_options = {k: v for k, v in config.model_options.items() if k not in INIT_ONLY_OPTIONS}
-    step = measure_step(config.model, config.size, config.batch_size, course.device,
-                        config.channels_last, None, **timed_options)
-    run = {"model": config.model, "profile": course.profile.name, "history": state.history,
-           "train_seconds": seconds, "parameters": sum(p.numel() for p in net.parameters()),
-           "img_per_s": step["img_per_s"], "peak_mb": step["peak_mb"],
-           "stopped": state.stop}
-    (out / "run.json").write_text(json.dumps(run, indent=1))
+    out = course.run_dir(model)
+    if minutes is not None:
+        changes["time_budget"] = minutes * 60
+    options = {}
+    if "pretrained_backbone" in course.config(model).model_options:  # go on without the download
+        options["allow_random_init"] = True
+    if not resume and (earlier := set_aside(out)) is not None:
+        print(f"an earlier {model} run was moved to {earlier}")
+    state = train(model, profile=course.profile.name, data=course.data, out=out,
+                  log_dir=out / "tensorboard", resume=resume, model_options=options,
+                  callbacks=[LivePlot()] if live else [], progress=False, **changes)
     best, _ = model_from_checkpoint(out / "best.pt", course.device)
     return best, state
 
@@ -162,10 +151,11 @@ def train_model(course: Course, model: str, *, live: bool = True, **changes: Any
 def load_run(course: Course, model: str) -> tuple[torch.nn.Module, dict] | None:
     """The best model and ``run.json`` of an earlier ``train_model`` run, or None if there is none."""
     out = course.run_dir(model)
-    if not ((out / "run.json").is_file() and (out / "best.pt").is_file()):
+    record = read_record(out)
+    if record is None or not (out / "best.pt").is_file():
         return None
     net, _ = model_from_checkpoint(out / "best.pt", course.device)
-    return net, json.loads((out / "run.json").read_text())
+    return net, record
 
 
 def best_epoch(run: dict) -> dict:
@@ -186,15 +176,18 @@ def group_iou(ious, names: tuple[str, ...]) -> float:
 
 
 def comparison_table(runs: dict[str, dict]):
-    """A pandas table, one row per model: size, cost, speed, memory and best validation scores,
-    with the mean IoU of the large and of the thin classes."""
+    """A pandas table, one row per model: size, cost, speed (images a second over the whole run, in
+    the precision it trained in), memory of a step and best validation scores, with the mean IoU
+    of the large and of the thin classes."""
     import pandas as pd
 
     return pd.DataFrame({name: {
         "parameters (M)": run["parameters"] / 1e6,
         "training time (s)": run["train_seconds"],
-        "img/s (train step)": run["img_per_s"],
-        "peak memory (MB)": run["peak_mb"],
+        "images seen": run["images_seen"],
+        "img/s (training)": run["img_per_s"],
+        "precision": run["precision"],
+        "peak memory of a step (MB)": run["peak_mb"],
         "global acc": best_epoch(run)["val_pixel_acc"],
         "mean acc": best_epoch(run)["val_mean_acc"],
         "mIoU": best_epoch(run)["val_miou"],

@@ -202,6 +202,15 @@ def all_reduce_sum(value: int) -> int:
     return int(tensor.item())
 
 
+def from_main(value: Any) -> Any:
+    """Process 0's ``value`` in every process (``value`` itself without a process group)."""
+    if not is_initialized():
+        return value
+    values = [value]
+    dist.broadcast_object_list(values, src=0)
+    return values[0]
+
+
 def first_set(value: Any) -> Any:
     """The first non-None ``value`` over processes (by rank), or None: e.g. why one of them stopped."""
     if not is_initialized():

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from segkit import distributed, labels
+from segkit import budget, distributed, labels
+from segkit.budget import StepPlan
 from segkit.checkpoints import restore, unwrap
 from segkit.config import TrainConfig
 from segkit.io import DataError
@@ -62,6 +63,10 @@ class FitState:
     stop: str | None = None  # why training stopped early, if it did
     batch_loss: float = math.nan  # mean loss of the batches since the last read-back (``on_log``)
     splits: int = 1  # chunks per batch: grows with ``oom="retry"`` after an out-of-memory error
+    seconds: float = 0.0  # of training and validation, over every part of a continued run
+    train_seconds: float = 0.0  # of training alone
+    images_seen: int = 0  # training images, summed over processes
+    plan: StepPlan | None = None  # the steps a ``config.time_budget`` turns into
     val_example: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # image, mask, pred
 
     @property
@@ -107,16 +112,22 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     return optimizer(groups, lr=config.lr)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step learning-rate factor: linear warm-up, then none, poly, cosine or step decay."""
-    total = max(1, config.epochs * steps_per_epoch)
-    warmup = min(config.warmup_iters, total - 1)
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int,
+                    plan: StepPlan | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step learning-rate factor: linear warm-up, then none, linear, poly, cosine or step decay.
+
+    The decay runs over ``config.epochs``, or with a time budget over the steps ``plan`` has
+    planned so far (none yet: no decay), so each revision of the plan reshapes the rest of it.
+    """
 
     def factor(step: int) -> float:
+        total = plan.total_steps if plan is not None else max(1, config.epochs * steps_per_epoch)
+        warmup = config.warmup_iters if total is None else min(config.warmup_iters, total - 1)
         if step < warmup:
             return (step + 1) / (warmup + 1)
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        progress = 0.0 if total is None else min(1.0, (step - warmup) / max(1, total - warmup))
+        if config.scheduler == "linear":
+            return 1 - progress
         if config.scheduler == "poly":
             return (1 - progress) ** config.poly_power
         if config.scheduler == "cosine":
@@ -170,9 +181,11 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     dtype = autocast_dtype(config.amp, device)
     steps_per_epoch = math.ceil(_iters_per_epoch(train_loader, config) / config.accumulate)
     optimizer = build_optimizer(model, config)
-    state = FitState(model, config, optimizer, build_scheduler(optimizer, config, steps_per_epoch),
+    plan = _step_plan(config, steps_per_epoch, val_loader)
+    state = FitState(model, config, optimizer,
+                     build_scheduler(optimizer, config, steps_per_epoch, plan),
                      torch.amp.GradScaler(device.type, enabled=dtype is torch.float16), device,
-                     num_classes)
+                     num_classes, plan=plan)
     weights = (dataset_class_weights(train_loader.dataset, num_classes).to(device)
                if config.class_weights else None)
     criterion = build_loss(config.loss, gamma=config.gamma, class_weights=weights)
@@ -187,15 +200,17 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         restore(state, resume)
     for callback in callbacks:
         callback.on_fit_start(state)
-    while state.epoch < config.epochs and state.stop is None:
-        started = time.perf_counter()
+    while not _finished(state):
+        started = budget.clock()
         _start_epoch(state, train_loader)
-        train_loss = _train_one_epoch(state, train_loader, criterion, dtype, callbacks)
+        train_loss, ending = _train_one_epoch(state, train_loader, criterion, dtype, callbacks, started)
         if state.stop is not None:
             break
+        trained = budget.clock() - started
         row = {"epoch": state.epoch + 1, "train_loss": train_loss,
-               "lr": optimizer.param_groups[0]["lr"], "train_seconds": time.perf_counter() - started}
-        if val_loader is not None and (state.epoch + 1) % config.val_every == 0:
+               "lr": optimizer.param_groups[0]["lr"], "train_seconds": trained}
+        if val_loader is not None and ((state.epoch + 1) % config.val_every == 0 or ending):
+            validating = budget.clock()
             scores = evaluate(unwrap(model), val_loader, num_classes=num_classes, device=device,
                               amp=config.amp, max_batches=config.max_val_batches, state=state)
             del scores["confusion"]  # kept by evaluate for callers; a history row stays small
@@ -205,7 +220,15 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                               f"({_kept(state)}); try a lower --lr or --amp off")
                 break
             row.update({f"val_{k}": v for k, v in _plain(scores).items()})
+            if plan is not None:
+                plan.val_seconds = budget.clock() - validating
         state.epoch += 1
+        state.seconds += budget.clock() - started
+        state.train_seconds += trained
+        row.update(step=state.step, images_seen=state.images_seen, seconds=state.seconds)
+        if plan is not None:
+            plan.done = ending
+            _revise_plan(state, 0.0)
         state.history.append(row)
         for callback in callbacks:
             callback.on_epoch_end(state)
@@ -213,6 +236,35 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     for callback in callbacks:
         callback.on_fit_end(state)
     return state
+
+
+def _step_plan(config: TrainConfig, steps_per_epoch: int,
+               val_loader: DataLoader | None) -> StepPlan | None:
+    """The plan of a ``config.time_budget`` run (None for a run of ``config.epochs``)."""
+    if config.time_budget is None:
+        return None
+    val_batches = 0 if val_loader is None else min(len(val_loader), config.max_val_batches or len(val_loader))
+    return StepPlan(config.time_budget, steps_per_epoch=steps_per_epoch,
+                    val_every=None if val_loader is None else config.val_every, val_batches=val_batches)
+
+
+def _finished(state: FitState) -> bool:
+    if state.stop is not None:
+        return True
+    return state.plan.done if state.plan is not None else state.epoch >= state.config.epochs
+
+
+def _budget_spent(state: FitState, started: float) -> bool:
+    """Whether the time budget is spent after this optimizer step (one validation kept in hand)."""
+    elapsed = budget.clock() - started
+    return state.plan.out_of_time(state.step, state.train_seconds + elapsed, state.seconds + elapsed)
+
+
+def _revise_plan(state: FitState, elapsed: float) -> None:
+    """Re-plan the steps from the measured pace; under torchrun every process takes process 0's plan,
+    so that all follow one learning-rate curve."""
+    state.plan.revise(state.step, state.train_seconds + elapsed, state.seconds + elapsed)
+    state.plan.total_steps = distributed.from_main(state.plan.total_steps)
 
 
 def _plain(value: Any) -> Any:
@@ -243,11 +295,15 @@ def _iters_per_epoch(loader: DataLoader, config: TrainConfig) -> int:
 
 
 def _train_one_epoch(state: FitState, loader: DataLoader, criterion: nn.Module,
-                     dtype: torch.dtype | None, callbacks: Sequence[Callback]) -> float:
-    """One pass over ``loader``; returns the mean training loss (NaN if it stopped early).
+                     dtype: torch.dtype | None, callbacks: Sequence[Callback],
+                     started: float) -> tuple[float, bool]:
+    """One pass over ``loader`` (begun at ``started``); returns the mean training loss (NaN if it
+    stopped early) and whether the time budget ended it.
 
     Losses stay on the device and are read back only every ``config.log_every`` batches and at the
-    end of the epoch: each read-back waits for the GPU to finish all queued work.
+    end of the epoch: each read-back waits for the GPU to finish all queued work. The budget is
+    checked after every optimizer step; under torchrun at read-backs only, by all processes
+    together, so that they stop at the same step.
     """
     config, model = state.config, state.model
     model.train()
@@ -260,6 +316,7 @@ def _train_one_epoch(state: FitState, loader: DataLoader, criterion: nn.Module,
         if index == limit:
             break
         window.append(batch)
+        state.images_seen += len(batch[0]) * distributed.world_size()
         last_in_window = len(window) == config.accumulate or index + 1 == limit
         # under DDP, gradients are averaged between processes once per optimizer step, not per batch
         with distributed.no_sync(model, skip=not last_in_window):
@@ -269,17 +326,25 @@ def _train_one_epoch(state: FitState, loader: DataLoader, criterion: nn.Module,
             unread = unread + torch.stack(window_losses).sum()
             unread_batches += len(window)
             window, window_losses = [], []
+        ending = (state.plan is not None and last_in_window and not distributed.is_initialized()
+                  and _budget_spent(state, started))
         for callback in callbacks:
             callback.on_batch_end(state)
-        if unread_batches and (unread_batches >= config.log_every or index + 1 == limit):
+        if unread_batches and (unread_batches >= config.log_every or index + 1 == limit or ending):
             state.batch_loss = distributed.all_reduce_mean(unread.item() / unread_batches)
             total, read_batches = total + state.batch_loss * unread_batches, read_batches + unread_batches
             unread, unread_batches = torch.zeros((), device=state.device), 0
             if _diverged(state, index):
-                return math.nan
+                return math.nan, False
+            if state.plan is not None:
+                if distributed.is_initialized():
+                    ending = distributed.all_reduce_sum(int(_budget_spent(state, started))) > 0
+                _revise_plan(state, budget.clock() - started)
             for callback in callbacks:
                 callback.on_log(state)
-    return total / max(1, read_batches)
+        if ending:
+            break
+    return total / max(1, read_batches), ending
 
 
 def _diverged(state: FitState, index: int) -> bool:

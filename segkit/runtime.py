@@ -81,6 +81,11 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.float16 if amp == "fp16" else torch.bfloat16
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``bf16``, ``fp16`` or ``fp32``: what ``autocast_dtype`` chose, in the words of ``--amp``."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
 def gpu_memory_gib(device: torch.device | None = None) -> float | None:
     """Total memory of the (current) CUDA GPU in GiB, or None without CUDA."""
     if not torch.cuda.is_available():

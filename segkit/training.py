@@ -13,16 +13,17 @@ from torch.utils.data import DataLoader
 
 from segkit import distributed, labels
 from segkit.callbacks import Checkpointer, PrintMetrics, ProgressBar, TensorBoardLogger
-from segkit.checkpoints import load_checkpoint, model_from_checkpoint
-from segkit.config import TrainConfig, describe_profile, get_profile, profile_config
+from segkit.checkpoints import model_from_checkpoint
+from segkit.config import TrainConfig, describe_profile, get_profile, profile_config, profile_name
 from segkit.datasets import CityscapesSegmentation, build_loaders, ensure_synthetic
 from segkit.engine import Callback, FitState, check_has_labels, evaluate, fit
 from segkit.inference import Inference, LabelIdWriter, write_label_ids
-from segkit.io import DataError, remove_partials
+from segkit.io import DataError
 from segkit.metrics import format_categories, format_table
 from segkit.models import build_model
 from segkit.models.registry import resolve_name
 from segkit.prepare import check_finished, read_manifest
+from segkit.run import RunRecord, claim, continued_config
 from segkit.runtime import cap_gpu_memory, gpu_memory_gib, resolve_device, seed_everything
 from segkit.transforms import eval_transforms
 
@@ -47,28 +48,28 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
           callbacks: Sequence[Callback] = (), progress: bool = True, **changes: Any) -> FitState:
     """Train ``model`` under a profile: the synthetic set when ``data`` is None, checkpoints, logs.
 
-    ``resume`` continues ``out/last.pt``; without it, an ``out`` that already holds a run is refused
-    rather than overwritten. Under torchrun every process runs this (``segkit.distributed``): process
-    0 makes the data, prints, logs and checkpoints; ``callbacks`` run in every process.
+    ``resume`` continues ``out/last.pt`` as it was recorded (``segkit.run.continued_config``);
+    without it, ``out`` must be new or empty (``segkit.run.claim``). ``time_budget`` (seconds)
+    trains for that long instead of for epochs; giving ``epochs`` drops a profile's budget. The
+    folder gets ``last.pt``, ``best.pt`` and ``run.json`` (``segkit.run.RunRecord``). Under
+    torchrun every process runs this (``segkit.distributed``): process 0 makes the data, prints,
+    logs and checkpoints; ``callbacks`` run in every process.
     """
     auto_batch = changes.get("batch_size") == "auto"
     if auto_batch:
         del changes["batch_size"]
-    last = Path(out or Path("checkpoints", resolve_name(model)), "last.pt")
+    if "epochs" in changes and not resume:
+        changes.setdefault("time_budget", None)  # epochs asked for: not the profile's budget
+    folder = Path(out or Path("checkpoints", resolve_name(model)))
     if resume:
         if log_dir is not None:
             changes["log_dir"] = str(log_dir)
-        config = continued_config(last, model, data=data, model_options=model_options, **changes)
+        config = continued_config(folder / "last.pt", model, data=data, model_options=model_options,
+                                  **changes)
         auto_batch = False  # the run keeps its recorded batch
     else:
-        if last.exists():
-            raise DataError(f"{last.parent}: already holds a run (last.pt); continue it with "
-                            "-c/--continue_training or choose another --out")
-        if last.parent.is_dir() and any(last.parent.iterdir()):
-            held = ", ".join(sorted(path.name for path in last.parent.iterdir())[:3])
-            raise DataError(f"{last.parent}: not empty ({held}…) and not a run to continue; a new run "
-                            "never writes over other files: choose another --out")
-        config = train_config(model, profile=profile, data=data, out=out, log_dir=log_dir,
+        claim(folder)
+        config = train_config(model, profile=profile, data=data, out=folder, log_dir=log_dir,
                               model_options=model_options, **changes)
     with distributed.process_group(config.device):
         main = distributed.is_main_process()
@@ -87,9 +88,10 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
             _print_header(net, config, train_loader, val_loader, describe_profile(profile), batch_note)
             observers = [ProgressBar(min(len(train_loader), config.max_iters or len(train_loader)),
                                      disable=not progress),
-                         PrintMetrics(), TensorBoardLogger(config.log_dir), Checkpointer(config.out)]
+                         PrintMetrics(), TensorBoardLogger(config.log_dir), Checkpointer(config.out),
+                         RunRecord(config.out, profile=profile_name(profile))]
         return fit(net, train_loader, val_loader, config, [*observers, *callbacks],
-                   resume=last if resume else None)
+                   resume=folder / "last.pt" if resume else None)
 
 
 def _build_model(config: TrainConfig):
@@ -97,59 +99,6 @@ def _build_model(config: TrainConfig):
     seed_everything(config.seed)
     return build_model(config.model, num_classes=labels.num_classes(config.label_scheme),
                        **config.model_options)
-
-
-#: What ``-c`` may change: how the rest of a run is carried out, not what it learns from.
-CONTINUE_MAY_CHANGE = frozenset({"epochs", "device", "num_workers", "log_every", "gpu_memory", "oom",
-                                 "log_dir", "max_val_batches"})
-_FLAGS = {"model": "-m", "epochs": "-n", "model_options": "--model options"}
-
-
-def continued_config(last: Path, model: str, *, data: str | os.PathLike | None = None,
-                     model_options: dict[str, Any] | None = None, **changes: Any) -> TrainConfig:
-    """The recorded config of the run whose checkpoint is ``last``, for ``-c``.
-
-    Data, model, recipe and schedule come from the checkpoint. Repeating a setting with its
-    recorded value is fine; another value is refused (``DataError``) naming the flag, the recorded
-    value and what to do, except for the settings in ``CONTINUE_MAY_CHANGE`` (more epochs, another
-    device, …). A finished run is refused with the way to train on.
-    """
-    if not last.is_file():
-        raise DataError(f"{last}: nothing to continue (train without -c/--continue_training first)")
-    remove_partials(last.parent)  # a save that was killed half-way
-    checkpoint = load_checkpoint(last)
-    recorded = TrainConfig.from_dict(checkpoint["config"])
-    given = {"model": resolve_name(model), **changes}
-    if data is not None and Path(data).resolve() != Path(recorded.data or "").resolve():
-        _refuse_change(last, "data", recorded.data, data)
-    for name, value in given.items():
-        if name not in CONTINUE_MAY_CHANGE and _normal(value) != _normal(getattr(recorded, name)):
-            _refuse_change(last, name, getattr(recorded, name), value)
-    for name, value in (model_options or {}).items():
-        if value != recorded.model_options.get(name):
-            _refuse_change(last, name, recorded.model_options.get(name), value)
-    config = recorded.replace(out=str(last.parent),  # the folder may have been moved or copied
-                              **{k: v for k, v in given.items() if k in CONTINUE_MAY_CHANGE})
-    if config.epochs != recorded.epochs and recorded.scheduler != "none":
-        print(f"note: the {recorded.scheduler} schedule was planned for {recorded.epochs} epochs and is "
-              f"now stretched over {config.epochs}: the learning rate continues from that longer "
-              "curve, a little higher than where it had decayed to", flush=True)
-    if checkpoint["epoch"] >= config.epochs:
-        raise DataError(f"{last}: this run is finished ({checkpoint['epoch']} of {config.epochs} "
-                        f"epochs); to train on, continue it with more epochs, e.g. -c -n "
-                        f"{config.epochs + max(1, config.epochs // 2)}")
-    return config
-
-
-def _normal(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _refuse_change(last: Path, name: str, recorded: Any, given: Any) -> None:
-    flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
-    raise DataError(f"{last}: -c continues the run as recorded, and it was trained with {flag} "
-                    f"{recorded}, not {given}; drop {flag} to continue it, or train a new run "
-                    "with another --out")
 
 
 def auto_batch_size(config: TrainConfig) -> tuple[int, str]:

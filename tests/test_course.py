@@ -6,6 +6,7 @@ import warnings
 import pytest
 
 from segkit import course
+from segkit.budget import format_duration
 from segkit.config import profile_config
 from segkit.course import LARGE_CLASSES, THIN_CLASSES, comparison_table, group_iou
 from segkit.labels import CLASS_NAMES
@@ -24,7 +25,8 @@ def test_group_iou_averages_the_named_classes_and_leaves_absent_ones_out() -> No
 
 def _run(miou: float, ious: list) -> dict:
     row = {"val_pixel_acc": 0.8, "val_mean_acc": 0.3, "val_miou": miou, "val_iou": ious}
-    return {"parameters": 2_000_000, "train_seconds": 60.0, "img_per_s": 5.0, "peak_mb": 100.0,
+    return {"parameters": 2_000_000, "train_seconds": 60.0, "images_seen": 300, "img_per_s": 5.0,
+            "precision": "fp32", "peak_mb": 100.0,
             "history": [{**row, "val_miou": miou / 2, "val_iou": _ious()}, row]}
 
 
@@ -36,12 +38,19 @@ def test_comparison_table_takes_each_models_best_epoch() -> None:
     assert table.loc["a", "parameters (M)"] == 2.0
 
 
-def test_the_recipe_line_names_the_profiles_settings() -> None:
-    config = profile_config("unet", "cpu")
+@pytest.mark.parametrize("profile", ["ci", "cpu", "laptop", "gpu"])
+def test_the_recipe_line_names_the_profiles_settings(profile) -> None:
+    config = profile_config("unet", profile)
+    width, height = config.size
+    length = (f"{config.epochs} epochs" if config.time_budget is None
+              else f"a {format_duration(config.time_budget)} budget")
     line = config.summary()
-    assert f"{config.epochs} epochs of 256x128 crops, batch 4," in line
-    assert "poly" in line and "class-weighted ce loss" in line
-    assert "batch 4 per process x 2 processes = 8" in config.summary(processes=2)
+    assert line.startswith(f"{length} of {width}x{height} crops, batch {config.batch_size},")
+    assert f"lr {config.lr:g} ({config.scheduler}" in line
+    assert ("class-weighted" in line) == config.class_weights
+    assert ("channels_last" in line) == config.channels_last
+    processes = f"batch {config.batch_size} per process x 2 processes = {2 * config.batch_size}"
+    assert processes in config.summary(processes=2)
 
 
 @pytest.fixture

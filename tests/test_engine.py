@@ -103,7 +103,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
                     strict=True):
         assert torch.equal(a, b)
     def scores(history):  # as JSON text, so that NaN (a class never seen) compares equal
-        drop = ("train_seconds", "val_seconds")
+        drop = ("train_seconds", "val_seconds", "seconds")
         return json.dumps([{k: v for k, v in row.items() if k not in drop} for row in history])
 
     assert scores(straight.history) == scores(resumed.history)

@@ -1,0 +1,108 @@
+"""A run's folder has one owner: ``segkit train`` and the notebooks' ``train_model`` alike claim it,
+record it in ``run.json``, continue it as recorded and never delete or overwrite what it holds."""
+
+import json
+import math
+import shutil
+
+import pytest
+
+from segkit import course as course_module
+from segkit.budget import format_duration, parse_duration
+from segkit.checkpoints import load_checkpoint
+from segkit.cli import main
+from segkit.io import DataError
+from segkit.run import RUN_RECORD, claim, read_record, set_aside
+
+
+@pytest.fixture
+def ci_course(monkeypatch, tmp_path, prepared_root):
+    """The ``ci`` course in a fresh home, on the session's prepared set; the warning format and
+    the random state are left as they were."""
+    import warnings
+
+    monkeypatch.setenv("SEGKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(course_module.Course, "data", property(lambda self: prepared_root))
+    monkeypatch.setattr(course_module, "seed_everything", lambda seed: None)
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    with warnings.catch_warnings():
+        yield course_module.setup("ci")
+
+
+QUICK = {"epochs": 1, "max_iters": 1, "batch_size": 2, "live": False}
+
+
+def test_train_model_is_segkit_train_and_keeps_the_recipe(ci_course):
+    _, state = course_module.train_model(ci_course, "my_fcn", label_scheme="original20", **QUICK)
+    out = ci_course.run_dir("my_fcn")
+    record = read_record(out)
+    assert record["config"]["label_scheme"] == "original20"  # once ignored by the notebooks
+    assert load_checkpoint(out / "best.pt")["model_options"]["num_classes"] == 20
+    assert record["status"] == "finished" and record["images_seen"] == state.images_seen == 2
+    assert record["precision"] == "fp32" and record["peak_mb"] > 0 and record["img_per_s"] > 0
+    assert (out / "tensorboard").is_dir()
+
+
+def test_train_model_sets_an_earlier_run_aside_and_continues_its_own(ci_course, capsys):
+    course_module.train_model(ci_course, "my_fcn", **QUICK)
+    out = ci_course.run_dir("my_fcn")
+    first = (out / "best.pt").read_bytes()
+    course_module.train_model(ci_course, "my_fcn", **QUICK)
+    earlier = [p for p in out.parent.iterdir() if p.name.startswith("my_fcn-")]
+    assert len(earlier) == 1 and (earlier[0] / "best.pt").read_bytes() == first
+    assert f"moved to {earlier[0]}" in capsys.readouterr().out
+    _, state = course_module.train_model(ci_course, "my_fcn", resume=True,
+                                         **{**QUICK, "epochs": 2})
+    assert state.epoch == 2 and len(read_record(out)["history"]) == 2
+    assert len([p for p in out.parent.iterdir() if p.name.startswith("my_fcn-")]) == 1
+
+
+def test_a_folder_that_is_not_a_segkit_run_is_neither_set_aside_nor_claimed(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / RUN_RECORD).write_text(json.dumps({"history": []}))  # someone else's run.json
+    assert set_aside(folder) is None and folder.is_dir()
+    with pytest.raises(DataError, match="not empty"):
+        claim(folder)
+    claim(tmp_path / "new")  # a new folder is fine, and is not created by claiming it
+    assert not (tmp_path / "new").exists()
+
+
+def _train(*flags):
+    return main(["train", "-m", "my_fcn", "--batch-size", "2", "--quiet", *flags])
+
+
+def _budget(seconds):
+    return ["--time-budget", f"{math.ceil(seconds)}s"]
+
+
+def test_a_time_budget_run_ends_and_continues_with_more_minutes(prepared_root, tmp_path, capsys):
+    out = tmp_path / "ck"
+    assert _train("--profile", "ci", "--data", str(prepared_root), "--time-budget", "3s",
+                  "--scheduler", "linear", "--out", str(out), "--log-dir", str(tmp_path / "tb")) == 0
+    printed = capsys.readouterr().out
+    assert "a 3 s budget of 128x64 crops" in printed and "time budget 3 s spent" in printed
+    record = read_record(out)
+    assert record["plan"]["done"] and record["status"] == "finished"
+    spent = record["train_seconds"]
+
+    assert _train("--out", str(out), "-c") == 2
+    err = capsys.readouterr().err
+    assert "this run is finished" in err and "-c --time-budget " in err
+    assert _train("--out", str(out), "-c", "-n", "9") == 2
+    assert "planned by a time budget; continue it the same way (--time-budget)" in capsys.readouterr().err
+    more = _budget(spent + 3)
+    assert _train("--out", str(out), "-c", *more) == 0
+    assert f"re-planned over {format_duration(parse_duration(more[1]))}" in capsys.readouterr().out
+    continued = load_checkpoint(out / "last.pt")
+    assert continued["seconds"] > spent and continued["plan"]["done"]
+    assert continued["config"]["time_budget"] == parse_duration(more[1])
+
+
+def test_an_epochs_run_refuses_a_time_budget_on_continuing(prepared_root, tmp_path, capsys):
+    out = tmp_path / "ck"
+    assert _train("--profile", "ci", "--data", str(prepared_root), "-n", "1", "--max-iters", "1",
+                  "--out", str(out), "--log-dir", str(tmp_path / "tb")) == 0
+    copy = shutil.copytree(out, tmp_path / "copy")
+    assert _train("--out", str(copy), "-c", "--time-budget", "1m") == 2
+    assert "planned by epochs; continue it the same way (-n)" in capsys.readouterr().err
