@@ -21,17 +21,18 @@ import torch
 
 from segkit import __version__, labels
 from segkit.bench import measure_step
-from segkit.callbacks import Checkpointer
+from segkit.callbacks import Checkpointer, LivePlot
 from segkit.checkpoints import model_from_checkpoint
 from segkit.config import Profile, TrainConfig, get_profile, profile_config
-from segkit.datasets import CityscapesSegmentation, build_loaders, ensure_synthetic
+from segkit.datasets import CityscapesSegmentation, ensure_synthetic
 from segkit.engine import FitState, fit
+from segkit.loaders import build_loaders
 from segkit.models import PretrainedWeightsWarning, build_model
 from segkit.models.registry import INIT_ONLY_OPTIONS
 from segkit.prepare import MANIFEST, read_manifest
 from segkit.runtime import resolve_device, seed_everything, set_determinism
 from segkit.transforms import eval_transforms
-from segkit.viz import LivePlot, set_style
+from segkit.viz import set_style
 
 #: The real small subset, when notebook 01 prepared it from the official download.
 REAL_DATA = "cityscapes-small"
@@ -214,7 +215,7 @@ def write_figures(course: Course, out: str | os.PathLike = "pics") -> list[Path]
     from torch.utils.data import DataLoader
 
     from segkit import viz
-    from segkit.engine import evaluate
+    from segkit.inference import evaluate
     from segkit.transforms import demo_transforms
     from segkit.widgets import MaskBrowser, predict_samples
 
