@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -19,6 +18,7 @@ from segkit.labels import IGNORE_INDEX, NUM_CLASSES
 from segkit.losses import build_loss
 from segkit.metrics import ConfusionMatrix
 from segkit.models import build_model
+from segkit.planner import peak_bytes
 from segkit.prepare import prepare
 from segkit.runtime import autocast_dtype, resolve_device
 from segkit.synthetic import generate
@@ -178,8 +178,8 @@ def bench_confusion(size: tuple[int, int] = (256, 512), batch: int = 8,
 
     confmat_s = _best_time(run_confmat, repeats)
     reference_s = _best_time(run_reference, repeats)
-    confmat_peak = _peak_cpu_bytes(run_confmat)
-    reference_peak = _peak_cpu_bytes(run_reference)
+    confmat_peak = peak_bytes(run_confmat, torch.device("cpu"))
+    reference_peak = peak_bytes(run_reference, torch.device("cpu"))
     confmat.reset()
     confmat.update(pred, target)
     if not torch.equal(confmat.mat, one_hot_confusion_reference(pred, target, num_classes)):
@@ -206,32 +206,6 @@ def _best_time(fn: Callable[[], None], repeats: int, warmup: bool = True) -> flo
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
-
-
-def _peak_cpu_bytes(fn: Callable[[], None]) -> int:
-    """Highest running total of CPU bytes torch allocates (minus frees) while ``fn`` runs.
-
-    The profiler writes one ``[memory]`` event per allocation (+bytes) and free (-bytes); its
-    Chrome trace is the public way to read them in time order.
-    """
-    # Kineto logs every profiler start and stop to stderr (and, on CUDA builds without a GPU, an
-    # error); level 6 is above all of its levels.
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                profile_memory=True) as prof:
-        fn()
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "trace.json")
-        prof.export_chrome_trace(path)
-        with open(path) as file:
-            events = json.load(file)["traceEvents"]
-    memory = sorted((e["ts"], e["args"]["Bytes"]) for e in events
-                    if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0)
-    total = peak = 0
-    for _, nbytes in memory:
-        total += nbytes
-        peak = max(peak, total)
-    return peak
 
 
 # --- training step: models x sizes x precision / memory layout -----------------------------------
@@ -290,17 +264,6 @@ def measure_step(name: str, size: tuple[int, int], batch_size: int, device: torc
     peak = peak_bytes(step, device)  # doubles as the warm-up step
     seconds = _best_time(step, repeats, warmup=False)
     return {"img_per_s": batch_size / seconds, "peak_mb": peak / 2**20}
-
-
-def peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
-    """Peak bytes allocated by torch while ``fn`` runs: the CUDA allocator's, or the CPU profile's."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        fn()
-        return torch.cuda.max_memory_allocated(device) - before
-    return _peak_cpu_bytes(fn)
 
 
 def bench_train(*, models: Sequence[str] = ("my_fcn", "unet", "deeplabv3plus"),

@@ -16,10 +16,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # the config only names the budget; no import at run time
-    from segkit.config import TrainConfig
+from typing import Any
 
 #: The clock budgets are measured with (tests put a deterministic one in its place).
 clock = time.perf_counter
@@ -117,13 +114,3 @@ class StepPlan:
             return f"{format_duration(self.budget)} budget"
         return (f"{format_duration(self.budget)} budget: {self.total_steps} steps planned "
                 f"({self.step_seconds:.2f} s a step)")
-
-
-def stretched_note(recorded: TrainConfig, config: TrainConfig, checkpoint: dict) -> str:
-    """What continuing a budgeted run with another budget does to its learning rate."""
-    spent = checkpoint.get("seconds", 0.0)
-    share = max(0.0, 1 - spent / config.time_budget)
-    return (f"note: the {recorded.scheduler} schedule was planned to reach zero at "
-            f"{format_duration(recorded.time_budget)} ({format_duration(spent)} spent); it is "
-            f"re-planned over {format_duration(config.time_budget)}: the learning rate goes back "
-            f"up to about {share:.0%} of its peak and decays to zero at the new end")

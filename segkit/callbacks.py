@@ -1,7 +1,9 @@
-"""Observers of ``segkit.engine.fit``: progress bars, epoch lines, checkpoints and TensorBoard."""
+"""Observers of ``segkit.engine.fit``: progress bars, epoch lines, checkpoints, TensorBoard, and
+a live plot of the curves."""
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -127,3 +129,50 @@ class TensorBoardLogger(Callback):
 def _colour(mask: torch.Tensor) -> torch.Tensor:
     """(H, W) class map -> (3, H, W) uint8 colour image."""
     return torch.from_numpy(colorize(mask)).permute(2, 0, 1)
+
+
+class LivePlot(Callback):
+    """Redraw training loss and validation mIoU / global acc after every epoch, in place.
+
+    In a notebook the picture is displayed once and then updated through its display handle, so a
+    run leaves one picture, not one per epoch. It is sent as a PNG, which works under any
+    matplotlib backend. Elsewhere the figure is still drawn (``self.fig``) but never shown. It
+    prints nothing. Pass ``LivePlot()`` in ``fit``'s callbacks.
+    """
+
+    def __init__(self, *, figsize: tuple[float, float] = (10, 3.5)):
+        self.figsize = figsize
+        self.fig = None  # a matplotlib Figure once the first epoch has ended
+        self.handle = None
+
+    def on_epoch_end(self, state: FitState) -> None:
+        # segkit.viz (matplotlib and seaborn, about a second to import) only once a plot is drawn:
+        # `segkit train` and every other run without a LivePlot import this module too.
+        from segkit import viz
+
+        if self.fig is None:
+            self.fig = viz.live_figure(self.figsize)
+        viz.draw_live(self.fig, state.history, state.config.epochs)
+        if _in_notebook():
+            from IPython.display import Image, display
+
+            buffer = io.BytesIO()
+            self.fig.savefig(buffer, format="png")
+            picture = Image(data=buffer.getvalue(), format="png")
+            if self.handle is None:
+                self.handle = display(picture, display_id=True)
+            else:
+                self.handle.update(picture)
+
+    def on_fit_end(self, state: FitState) -> None:
+        self.fig, self.handle = None, None
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (where inline figures can be displayed and updated)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")

@@ -12,7 +12,7 @@ import os
 import random
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,10 +22,25 @@ from segkit.io import DataError, atomic_write
 from segkit.models import build_model, model_spec
 from segkit.models.registry import resolve_name
 
-if TYPE_CHECKING:  # the engine builds on this module
-    from segkit.engine import FitState
-
 CHECKPOINT_FORMAT = "segkit-checkpoint/1"
+
+
+class RunState(Protocol):
+    """What a checkpoint saves of a run and restores into it: ``segkit.engine.FitState`` (named
+    by its fields here, because the engine builds on this module, not the reverse)."""
+
+    model: nn.Module
+    config: Any  # a dataclass (``TrainConfig``), saved as ``asdict(config)``
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    epoch: int
+    step: int
+    history: list[dict[str, Any]]
+    best_miou: float
+
+    @property
+    def last(self) -> dict[str, Any]: ...
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -57,7 +72,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | os.PathLike, state: FitState) -> Path:
+def save_checkpoint(path: str | os.PathLike, state: RunState) -> Path:
     """Write ``state`` to ``path`` atomically (a temporary file renamed into place)."""
     path = Path(path)
     spec = model_spec(state.model)
@@ -109,7 +124,7 @@ def _why_unreadable(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def restore(state: FitState, path: str | os.PathLike) -> None:
+def restore(state: RunState, path: str | os.PathLike) -> None:
     """Continue from the checkpoint at ``path``: weights, optimizer, scheduler, scaler, counters, RNG.
 
     The file is read onto the CPU; ``load_state_dict`` copies weights and optimizer state onto the

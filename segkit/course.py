@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from segkit import __version__, labels
+from segkit.callbacks import LivePlot
 from segkit.checkpoints import model_from_checkpoint
 from segkit.config import Profile, TrainConfig, get_profile, profile_config
 from segkit.datasets import CityscapesSegmentation, ensure_synthetic
@@ -28,7 +29,7 @@ from segkit.run import read_record, set_aside
 from segkit.runtime import resolve_device, seed_everything, set_determinism
 from segkit.training import train
 from segkit.transforms import eval_transforms
-from segkit.viz import LivePlot, set_style
+from segkit.viz import set_style
 
 #: The real small subset, when notebook 01 prepared it from the official download.
 REAL_DATA = "cityscapes-small"
@@ -207,7 +208,7 @@ def write_figures(course: Course, out: str | os.PathLike = "pics") -> list[Path]
     from torch.utils.data import DataLoader
 
     from segkit import viz
-    from segkit.engine import evaluate
+    from segkit.inference import evaluate
     from segkit.transforms import demo_transforms
     from segkit.widgets import MaskBrowser, predict_samples
 

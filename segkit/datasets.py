@@ -8,6 +8,10 @@ original study's folders:
 * official (extracted zips or ``segkit synth``): ``*_gtFine_labelIds.png``, converted to trainIds
   through the label table on the fly;
 * flat (the original study's ``small_dataset/{train,valid}/`` with images and labelIds side by side).
+
+``class_pixels`` and ``check_has_labels`` say what a dataset's labels hold (the training loop's class
+weights, and the refusal to score a split without labels). Loaders for training are built in
+``segkit.loaders``; this module knows files, not training.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from segkit import distributed, labels, layout
+from segkit import labels, layout
 from segkit.io import DataError, decode_image
-from segkit.runtime import resolve_device
+from segkit.prepare import read_manifest
 
 FLAT_SPLITS = {"train": "train", "val": "valid", "test": "test"}
 
@@ -181,6 +185,55 @@ def _read(path: Path, mode: str | None) -> torch.Tensor:
     return torch.from_numpy(decode_image(data, str(path), mode=mode))
 
 
+def _untransformed(dataset) -> Callable[[int], tuple]:
+    """``dataset.load`` (the untransformed frame) where there is one, else ``dataset[i]``."""
+    return dataset.load if hasattr(dataset, "load") else dataset.__getitem__
+
+
+def class_pixels(dataset, num_classes: int | None = None) -> np.ndarray:
+    """Pixels per class over a dataset's untransformed masks: (C + 1,) int64, the last one void.
+
+    A prepared split (``segkit prepare``) whole, under the label scheme its manifest counts in, is
+    read from ``manifest.json``'s ``class_pixels``, which holds exactly these counts; any other
+    dataset (official or flat roots, some cities only, "original20", or anything with ``load(i)``
+    or ``[i]`` giving (image, mask)) is decoded frame by frame.
+    """
+    num_classes = num_classes or getattr(dataset, "num_classes", labels.NUM_CLASSES)
+    counted = _manifest_pixels(dataset, num_classes)
+    if counted is not None:
+        return counted
+    load = _untransformed(dataset)
+    return labels.label_histogram((load(i)[1] for i in range(len(dataset))), num_classes)
+
+
+def _manifest_pixels(dataset, num_classes: int) -> np.ndarray | None:
+    """The manifest's (C + 1,) counts of ``dataset``'s split, or None where they would not be its own."""
+    if not isinstance(dataset, CityscapesSegmentation) or dataset.layout != "prepared":
+        return None
+    manifest = read_manifest(dataset.root) or {}
+    names = [*labels.class_names(dataset.label_scheme), "ignore"]
+    if (manifest.get("class_names") != names or len(names) != num_classes + 1
+            or manifest.get("counts", {}).get(dataset.split) != dataset.counts()):
+        return None  # another scheme, or not every frame the manifest counted
+    return np.asarray(manifest["class_pixels"][dataset.split], dtype=np.int64)
+
+
+def check_has_labels(dataset, samples: int = 3) -> None:
+    """Refuse (``DataError``) a dataset whose labels are all ignore, like the official test split.
+
+    Looks at ``samples`` frames spread over the dataset; one without ``load`` passes unchecked.
+    """
+    load = getattr(dataset, "load", None)
+    if load is None or len(dataset) == 0:
+        return
+    picks = np.linspace(0, len(dataset) - 1, num=min(samples, len(dataset))).round().astype(int)
+    if all(bool((load(int(i))[1] == labels.IGNORE_INDEX).all()) for i in picks):
+        raise DataError(f"{getattr(dataset, 'root', 'dataset')} {getattr(dataset, 'split', '')}: "
+                        "every label is 'ignore', so there is nothing to score; the Cityscapes "
+                        "test split has no public labels (its scores come from the benchmark "
+                        "server). Evaluate on the val split instead.")
+
+
 def data_dir() -> Path:
     """Where generated and prepared data live: ``$SEGKIT_DATA``, else ``./data``."""
     return Path(os.environ.get("SEGKIT_DATA", "data"))
@@ -208,37 +261,3 @@ def ensure_synthetic(profile, root: str | os.PathLike | None = None, progress: b
              progress=progress)
     prepare(root / "raw", prepared, subset="small", progress=progress)
     return prepared
-
-
-def build_loaders(root: str | os.PathLike, config) -> tuple[DataLoader, DataLoader]:
-    """Training and validation loaders of ``root`` for a ``segkit.config.TrainConfig``.
-
-    Training samples get ``train_transforms(size=config.size, base_height=config.base_height)``
-    and are shuffled; validation samples are resized to ``config.val_size`` (default
-    ``config.size``; labels nearest), a quick whole-image score.
-
-    Under torchrun each process loads its own share, ``config.batch_size`` frames per batch: the
-    training frames through a ``DistributedSampler`` (seeded by ``config.seed``, reshuffled by
-    ``fit`` every epoch), the validation frames through a ``segkit.distributed.ShardSampler``
-    (each frame in exactly one process).
-    """
-    from segkit.transforms import eval_transforms, train_transforms
-
-    train_set = CityscapesSegmentation(
-        root, "train", train_transforms(size=config.size, base_height=config.base_height),
-        label_scheme=config.label_scheme)
-    val_set = CityscapesSegmentation(root, "val", eval_transforms(size=config.val_size or config.size),
-                                     label_scheme=config.label_scheme)
-    pin = resolve_device(config.device).type == "cuda"  # page-locked copies help CUDA transfers only
-    train_sampler = val_sampler = None
-    if distributed.is_initialized():
-        train_sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed)
-        val_sampler = distributed.ShardSampler(val_set)
-    per_process = len(train_set if train_sampler is None else train_sampler)
-    # a last batch of one image would break batch norm in DeepLab's image-pooling branch
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=train_sampler is None,
-                              sampler=train_sampler, num_workers=config.num_workers, pin_memory=pin,
-                              drop_last=per_process % config.batch_size == 1)
-    val_loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, sampler=val_sampler,
-                            num_workers=config.num_workers, pin_memory=pin)
-    return train_loader, val_loader

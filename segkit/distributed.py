@@ -3,7 +3,7 @@
 ``torchrun --nproc_per_node N -m segkit train …`` starts N copies of the same command and tells each
 its place through the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``). ``process_group``
 joins them for the run (nccl between GPUs, gloo on the CPU); ``segkit.engine.fit`` then wraps the
-model in DDP, and ``segkit.datasets.build_loaders`` gives each process its share of the data:
+model in DDP, and ``segkit.loaders.build_loaders`` gives each process its share of the data:
 
 * training: ``DistributedSampler``, shuffled from the config's seed and reshuffled every epoch;
 * validation: ``ShardSampler``, every frame exactly once (``DistributedSampler`` would repeat frames

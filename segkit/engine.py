@@ -1,11 +1,11 @@
-"""The one training and evaluation loop, shared by the notebooks and the command line.
+"""The one training loop and the one scoring loop, shared by the notebooks and the command line.
 
 ``fit`` trains with a ``TrainConfig``; progress bars, TensorBoard, live plots and checkpoints are
-callbacks (``segkit.callbacks``) that observe a ``FitState``. ``evaluate`` scores a model under
-``torch.inference_mode``, as it comes or through a test-time recipe (``segkit.inference.Inference``:
-sliding window, flip, multi-scale); ``predict`` gives class maps of image tensors, and
-``segkit.inference.predict_files`` of image files. Checkpoints hold plain data only and load with
-``weights_only=True``.
+callbacks (``segkit.callbacks``) that observe a ``FitState``. ``validate`` is the one loop that
+scores a model over a loader under ``torch.inference_mode``: ``fit`` calls it each epoch on the
+batches as they come, and ``segkit.inference.evaluate`` through a test-time recipe (sliding window,
+flip, multi-scale). This module never imports ``segkit.inference``: inference builds on it.
+Checkpoints hold plain data only and load with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -26,21 +25,20 @@ from segkit import budget, distributed, labels
 from segkit.budget import StepPlan
 from segkit.checkpoints import restore, unwrap
 from segkit.config import TrainConfig
+from segkit.datasets import check_has_labels, class_pixels
 from segkit.io import DataError
-from segkit.labels import IGNORE_INDEX
-from segkit.losses import build_loss, class_weights_from_histogram, label_histogram
+from segkit.losses import build_loss, class_weights_from_histogram
 from segkit.metrics import ConfusionMatrix
-from segkit.models import model_spec
 from segkit.runtime import autocast_dtype, cap_gpu_memory, resolve_device, seed_everything, set_determinism
-
-if TYPE_CHECKING:  # segkit.inference builds on this module
-    from segkit.inference import Inference
 
 OOM_ADVICE = ("CUDA ran out of memory. See what fits first with `segkit plan` (or --batch-size auto). "
               "Then try, in this order: a smaller --batch-size (with --accumulate to keep the "
               "effective batch), --amp fp16 or bf16, --checkpointing, a smaller --size, or --oom "
               "retry to split batches automatically.")
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 3, H, W) float, masks (N, H, W) int64
+#: How a model sees a batch at scoring time: ``forward(model, images (N, 3, H, W), (h, w))`` gives
+#: class scores (N, C, h, w) at the labels' size, e.g. a ``segkit.inference.Inference``.
+Forward = Callable[[nn.Module, torch.Tensor, Sequence[int]], torch.Tensor]
 
 
 # --- the state callbacks observe ---------------------------------------------------------------
@@ -140,10 +138,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
 
 
 def dataset_class_weights(dataset, num_classes: int) -> torch.Tensor:
-    """Class weights from the training labels' histogram (void excluded), read once, untransformed."""
-    load = getattr(dataset, "load", None)
-    masks = (load(i)[1] for i in range(len(dataset))) if load else (m for _, m in dataset)
-    return class_weights_from_histogram(label_histogram(masks, num_classes))
+    """Class weights (C,) from the training labels' histogram, void excluded: the prepared root's
+    manifest counts where they describe ``dataset``, else its untransformed labels, read once."""
+    return class_weights_from_histogram(class_pixels(dataset, num_classes)[:-1])
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -211,9 +208,9 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                "lr": optimizer.param_groups[0]["lr"], "train_seconds": trained}
         if val_loader is not None and ((state.epoch + 1) % config.val_every == 0 or ending):
             validating = budget.clock()
-            scores = evaluate(unwrap(model), val_loader, num_classes=num_classes, device=device,
+            scores = validate(unwrap(model), val_loader, num_classes=num_classes, device=device,
                               amp=config.amp, max_batches=config.max_val_batches, state=state)
-            del scores["confusion"]  # kept by evaluate for callers; a history row stays small
+            del scores["confusion"]  # kept by validate for callers; a history row stays small
             if not scores.pop("finite"):
                 state.stop = (f"the model's outputs became non-finite by the end of epoch "
                               f"{state.epoch + 1} (validation); stopped without saving it "
@@ -430,44 +427,24 @@ def _optimizer_step(state: FitState) -> None:
     state.step += 1
 
 
-# --- evaluation -----------------------------------------------------------------------------------
-
-def check_has_labels(dataset, samples: int = 3) -> None:
-    """Refuse a dataset whose labels are all ignore, like the official test split."""
-    load = getattr(dataset, "load", None)
-    if load is None or len(dataset) == 0:
-        return
-    picks = np.linspace(0, len(dataset) - 1, num=min(samples, len(dataset))).round().astype(int)
-    if all(bool((load(int(i))[1] == IGNORE_INDEX).all()) for i in picks):
-        raise DataError(f"{getattr(dataset, 'root', 'dataset')} {getattr(dataset, 'split', '')}: "
-                        "every label is 'ignore', so there is nothing to score; the Cityscapes "
-                        "test split has no public labels (its scores come from the benchmark "
-                        "server). Evaluate on the val split instead.")
-
+# --- scoring ------------------------------------------------------------------------------------
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: Iterable, *, num_classes: int | None = None,
-             device: torch.device | str | None = None, amp: str = "off",
-             max_batches: int | None = None, state: FitState | None = None,
-             inference: Inference | None = None,
-             on_batch: Callable[[int, torch.Tensor], None] | None = None) -> dict[str, Any]:
+def validate(model: nn.Module, loader: Iterable, *, num_classes: int, device: torch.device,
+             amp: str = "off", max_batches: int | None = None, forward: Forward | None = None,
+             on_batch: Callable[[int, torch.Tensor], None] | None = None,
+             state: FitState | None = None) -> dict[str, Any]:
     """Score ``model`` on ``loader``: pixel_acc, mean_acc, iou (per class), miou, category scores,
     and the confusion matrix itself (``confusion``, (C, C) counts ``[target, prediction]``).
 
-    Refuses (``DataError``) a split whose labels are all ignore. With ``state`` (during ``fit``,
-    which checked the labels once already), the first batch's first image, mask and prediction are
-    kept for pictures (TensorBoard).
-
-    ``inference`` (a ``segkit.inference.Inference``: whole frame at a size, sliding window, flip
-    and multi-scale augmentation) says how the model sees each batch; its scores are resized to the
-    labels' size, so labels are never resized. Without it, the model's output on the batch as it
-    comes is scored (``fit``'s quick validation). ``on_batch(first, pred)`` receives every batch's
-    predictions (N, H, W) and the loader position of its first frame (e.g. to write them as files).
+    The one scoring loop: ``fit`` validates with it, ``segkit.inference.evaluate`` (which checks
+    the labels first and fills in the defaults) evaluates with it. ``forward`` says how the model
+    sees each batch (default: ``model(images)``, the batch as it comes); ``on_batch(first, pred)``
+    receives every batch's predictions (N, H, W) and the loader position of its first frame (e.g.
+    to write them as files). With ``state`` (during ``fit``), the first batch's first image, mask
+    and prediction are kept for pictures (TensorBoard). Also returned: ``seconds``, ``images`` and
+    ``finite`` (no NaN or inf logits in any process).
     """
-    if state is None:
-        check_has_labels(getattr(loader, "dataset", None))
-    num_classes = num_classes or model_spec(model)["options"]["num_classes"]
-    device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = autocast_dtype(amp, device)
     model.eval()
     matrix = ConfusionMatrix(num_classes, device=device)
@@ -478,7 +455,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, num_classes: int | None = No
             break
         images, masks = images.to(device), masks.to(device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(images) if inference is None else inference(model, images, masks.shape[-2:])
+            logits = model(images) if forward is None else forward(model, images, masks.shape[-2:])
             pred = logits.argmax(1)  # (N, H, W)
             finite &= logits.isfinite().all()
         if on_batch is not None:
@@ -497,24 +474,3 @@ def evaluate(model: nn.Module, loader: Iterable, *, num_classes: int | None = No
     scores["images"] = distributed.all_reduce_sum(images_seen)
     scores["finite"] = distributed.all_reduce_sum(int(not finite)) == 0  # every process's logits
     return scores
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 8,
-            device: torch.device | str | None = None, amp: str = "off",
-            inference: Inference | None = None) -> torch.Tensor:
-    """Class maps for normalised images: (N, 3, H, W) float -> (N, H, W) int64 on the CPU.
-
-    ``inference`` as in ``evaluate`` (maps come back at the images' size). For image files of any
-    size, with colour and overlay pictures, see ``segkit.inference.predict_files``.
-    """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    dtype = autocast_dtype(amp, device)
-    model.eval()
-    maps = []
-    for chunk in images.split(batch_size):
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            chunk = chunk.to(device)
-            logits = model(chunk) if inference is None else inference(model, chunk)
-            maps.append(logits.argmax(1).cpu())  # (n, H, W)
-    return torch.cat(maps)

@@ -1,17 +1,19 @@
-"""How a trained model is applied at test time, and predictions written as files.
+"""How a trained model is applied at test time: scores, class maps, and predictions as files.
 
-``Inference`` is one recipe: the whole frame at a chosen size (fast) or a sliding window over the
-frame (the official protocol at full resolution), optionally with horizontal-flip and multi-scale
-test-time augmentation. Called on a batch, it returns class scores at whatever size the caller asks
-for, so scores are always taken against labels at their own resolution::
+``evaluate`` scores a model over a loader and ``predict`` gives class maps of image tensors, each
+as the model comes or through a test-time recipe. ``Inference`` is one recipe: the whole frame at
+a chosen size (fast) or a sliding window over the frame (the official protocol at full
+resolution), optionally with horizontal-flip and multi-scale test-time augmentation. Called on a
+batch, it returns class scores at whatever size the caller asks for, so scores are always taken
+against labels at their own resolution::
 
-    from segkit.engine import evaluate
-    from segkit.inference import Inference
+    from segkit.inference import Inference, evaluate
     scores = evaluate(model, loader, inference=Inference("slide", window=(512, 256), flip=True))
 
 ``predict_files`` runs a model on image files of any size (a notebook's or ``segkit predict``'s);
 ``LabelIdWriter`` writes predictions in the official benchmark format (labelIds PNGs named after
-the frame), which ``segkit test --save-labelids`` uses.
+the frame), which ``segkit test --save-labelids`` uses. This module builds on ``segkit.engine``
+(whose scoring loop ``evaluate`` runs) and draws nothing: no plotting library is imported here.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +36,13 @@ from tqdm.auto import tqdm
 
 from segkit import labels, layout
 from segkit.config import TrainConfig
-from segkit.engine import predict
+from segkit.datasets import check_has_labels
+from segkit.engine import validate
 from segkit.io import DataError, claim_output_dir, write_png
+from segkit.models import model_spec
 from segkit.models.registry import MIN_INPUT_SIDE
+from segkit.pictures import overlay
+from segkit.runtime import autocast_dtype
 from segkit.transforms import to_model_input
 
 MODES = ("whole", "slide")
@@ -216,6 +222,51 @@ def _wxh(size: Sequence[int] | None) -> str:
     return "its own size" if size is None else f"{size[0]}x{size[1]}"
 
 
+# --- scores and class maps ----------------------------------------------------------------------
+
+def evaluate(model: nn.Module, loader: Iterable, *, num_classes: int | None = None,
+             device: torch.device | str | None = None, amp: str = "off",
+             max_batches: int | None = None, inference: Inference | None = None,
+             on_batch: Callable[[int, Tensor], None] | None = None) -> dict[str, Any]:
+    """Score ``model`` on ``loader``: pixel_acc, mean_acc, iou (per class), miou, category scores,
+    and the confusion matrix itself (``confusion``, (C, C) counts ``[target, prediction]``).
+
+    Refuses (``DataError``) a split whose labels are all ignore. ``inference`` (whole frame at a
+    size, sliding window, flip and multi-scale augmentation) says how the model sees each batch;
+    its scores are resized to the labels' size, so labels are never resized. Without it, the
+    model's output on the batch as it comes is scored. ``on_batch(first, pred)`` receives every
+    batch's predictions (N, H, W) and the loader position of its first frame (e.g. a
+    ``LabelIdWriter``). ``num_classes`` defaults to the model's, ``device`` to its parameters'.
+    The loop is ``segkit.engine.validate``, the one ``fit`` validates with.
+    """
+    check_has_labels(getattr(loader, "dataset", None))
+    num_classes = num_classes or model_spec(model)["options"]["num_classes"]
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    return validate(model, loader, num_classes=num_classes, device=device, amp=amp,
+                    max_batches=max_batches, forward=inference, on_batch=on_batch)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: Tensor, *, batch_size: int = 8,
+            device: torch.device | str | None = None, amp: str = "off",
+            inference: Inference | None = None) -> Tensor:
+    """Class maps for normalised images: (N, 3, H, W) float -> (N, H, W) int64 on the CPU.
+
+    ``inference`` as in ``evaluate`` (maps come back at the images' size). For image files of any
+    size, with colour and overlay pictures, see ``predict_files``.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    dtype = autocast_dtype(amp, device)
+    model.eval()
+    maps = []
+    for chunk in images.split(batch_size):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            chunk = chunk.to(device)
+            logits = model(chunk) if inference is None else inference(model, chunk)
+            maps.append(logits.argmax(1).cpu())  # (n, H, W)
+    return torch.cat(maps)
+
+
 # --- official benchmark format -------------------------------------------------------------------
 
 def frame_stem(image_path: str | os.PathLike) -> str:
@@ -233,7 +284,7 @@ class LabelIdWriter:
     mapped to 0 ("unlabeled"). ``out`` must be new, empty or an earlier run of the same options.
 
     Call it as ``writer(first_index, predictions)`` with the dataset index of the batch's first frame
-    and class maps (N, H, W): it is the ``on_batch`` hook of ``segkit.engine.evaluate``.
+    and class maps (N, H, W): it is the ``on_batch`` hook of ``evaluate``.
     """
 
     def __init__(self, out: str | os.PathLike, image_paths: Sequence[str | os.PathLike], *,
@@ -367,8 +418,6 @@ def predict_files(model: nn.Module, inputs: Iterable[str | os.PathLike], out: st
 def _write_prediction(stem: Path, image: np.ndarray, classes: np.ndarray, scheme: str,
                       alpha: float) -> None:
     """The three PNGs of one image (H, W, 3) and its class map (H, W)."""
-    from segkit.viz import overlay  # matplotlib is imported only where pictures are drawn
-
     write_png(stem.with_name(stem.name + OUTPUT_SUFFIXES["color"]), labels.colorize(classes, scheme))
     write_png(stem.with_name(stem.name + OUTPUT_SUFFIXES["overlay"]),
               overlay(image, classes, alpha=alpha, scheme=scheme))

@@ -13,6 +13,7 @@ never retyped here. Two label schemes are derived from it:
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -112,6 +113,26 @@ def colorize(mask: np.ndarray | torch.Tensor, scheme: str = "cityscapes19") -> n
 def colorize_label_ids(label_ids: np.ndarray) -> np.ndarray:
     """Colour a labelId map the way the official ``*_gtFine_color.png`` does: (H, W) -> (H, W, 3)."""
     return LABEL_ID_PALETTE[np.asarray(label_ids, dtype=np.uint8)]
+
+
+def label_histogram(masks: Iterable[np.ndarray | torch.Tensor], num_classes: int = NUM_CLASSES,
+                    ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """Pixels per class over integer class maps of any shape: (C + 1,) int64, the last one void.
+
+    Void counts every value outside [0, C) and ``ignore_index`` (even one inside [0, C)). The one
+    histogram of labels: ``segkit prepare`` writes it into the manifest, class weights and the
+    class-balance figure read it. Counted with numpy, so it runs alike in ``prepare``'s worker
+    processes and on masks from the GPU (copied back).
+    """
+    counts = np.zeros(num_classes + 1, dtype=np.int64)
+    for mask in masks:
+        values = mask.numpy(force=True) if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        if not np.issubdtype(values.dtype, np.integer):
+            raise TypeError(f"masks must hold integer class indices, got {values.dtype}")
+        values = values.ravel()
+        inside = (values >= 0) & (values < num_classes) & (values != ignore_index)
+        counts += np.bincount(np.where(inside, values, num_classes), minlength=num_classes + 1)
+    return counts
 
 
 def _check_scheme(scheme: str) -> None:

@@ -7,19 +7,20 @@ Every loss takes logits ``(N, C, H, W)`` and a class-index target ``(N, H, W)`` 
 * ``build_loss("ce" | "focal", ...)``: the one place the CLI, notebooks and tests get a loss from.
 * ``FocalLoss``: the multi-class focal loss of Lin et al., "Focal Loss for Dense Object Detection"
   (ICCV 2017), ``FL = -alpha_t (1 - p_t)^gamma log p_t``.
-* ``label_histogram`` and ``class_weights_from_histogram``: per-class pixel counts of the training
-  masks, turned into class weights (e.g. ENet's ``1 / ln(1.02 + p)``).
+* ``class_weights_from_histogram``: per-class pixel counts of the training masks
+  (``segkit.labels.label_histogram``, ``segkit.datasets.class_pixels``) turned into class weights
+  (e.g. ENet's ``1 / ln(1.02 + p)``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segkit.labels import IGNORE_INDEX, NUM_CLASSES
+from segkit.labels import IGNORE_INDEX
 
 WEIGHT_METHODS = ("inverse_log", "inverse_sqrt", "inverse")
 
@@ -184,30 +185,6 @@ def build_loss(name: str = "ce", *, gamma: float = 2.0, class_weights: Tensor | 
                         ignore_index=ignore_index)
 
 
-def label_histogram(masks: Iterable[Tensor], num_classes: int = NUM_CLASSES,
-                    ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Count the pixels of each class over integer masks of any shape.
-
-    Args:
-        masks: class-index masks, e.g. (H, W) or (N, H, W) each.
-        num_classes: number of classes C.
-        ignore_index: a value left out even if it lies in [0, C); any value outside [0, C) is left
-            out too.
-
-    Returns:
-        (C,) int64 pixel counts, on the device of the masks (CPU when there are none).
-    """
-    counts = torch.zeros(num_classes, dtype=torch.int64)
-    for mask in masks:
-        mask = torch.as_tensor(mask)
-        if mask.is_floating_point():
-            raise TypeError(f"masks must hold integer class indices, got {mask.dtype}")
-        values = mask.flatten().long()
-        keep = (values >= 0) & (values < num_classes) & (values != ignore_index)
-        counts = counts.to(values.device) + torch.bincount(values[keep], minlength=num_classes)
-    return counts
-
-
 def class_weights_from_histogram(counts: Tensor, *, method: str = "inverse_log", c: float = 1.02,
                                  normalize: bool = False) -> Tensor:
     """Class weights that grow as classes get rarer, from per-class pixel counts.
@@ -224,7 +201,7 @@ def class_weights_from_histogram(counts: Tensor, *, method: str = "inverse_log",
 
     Args:
         counts: (C,) non-negative pixel counts of the training classes, void / ignore excluded
-            (see ``label_histogram``).
+            (the first C of ``segkit.labels.label_histogram``).
         method: one of ``"inverse_log"``, ``"inverse_sqrt"``, ``"inverse"``.
         c: ENet's constant for ``"inverse_log"``, > 1 so that ``ln(c + p) > 0``.
         normalize: rescale so the weights of classes present average 1. The weighted mean of
@@ -238,7 +215,7 @@ def class_weights_from_histogram(counts: Tensor, *, method: str = "inverse_log",
     counts = torch.as_tensor(counts).to(torch.float64)
     if counts.dim() != 1 or (counts < 0).any() or counts.sum() <= 0:
         raise ValueError("counts must be a 1-D histogram of non-negative pixel counts with at "
-                         "least one pixel; build it with label_histogram(masks)")
+                         "least one pixel; build it with segkit.labels.label_histogram(masks)[:-1]")
     if method == "inverse_log" and c <= 1:
         raise ValueError(f"c must be > 1 so that ln(c + p) stays positive, got {c}")
     present = counts > 0

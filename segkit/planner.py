@@ -22,6 +22,9 @@ at a size the fit never saw; ``segkit bench gpu`` compares them with ``torch.cud
 from __future__ import annotations
 
 import functools
+import json
+import os
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -134,6 +137,45 @@ def _small_model(model: str, architecture: tuple, recompute: bool) -> torch.nn.M
     return build_model(model, **options).train()
 
 
+# --- measuring ---------------------------------------------------------------------------------
+
+def peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
+    """Peak bytes allocated by torch while ``fn`` runs: the CUDA allocator's, or the CPU profile's."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        return torch.cuda.max_memory_allocated(device) - before
+    return peak_cpu_bytes(fn)
+
+
+def peak_cpu_bytes(fn: Callable[[], None]) -> int:
+    """Highest running total of CPU bytes torch allocates (minus frees) while ``fn`` runs.
+
+    The profiler writes one ``[memory]`` event per allocation (+bytes) and free (-bytes); its
+    Chrome trace is the public way to read them in time order.
+    """
+    # Kineto logs every profiler start and stop to stderr (and, on CUDA builds without a GPU, an
+    # error); level 6 is above all of its levels.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                profile_memory=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as file:
+            events = json.load(file)["traceEvents"]
+    memory = sorted((e["ts"], e["args"]["Bytes"]) for e in events
+                    if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0)
+    total = peak = 0
+    for _, nbytes in memory:
+        total += nbytes
+        peak = max(peak, total)
+    return peak
+
+
 def saved_bytes(model: torch.nn.Module, images: torch.Tensor, dtype: torch.dtype | None) -> int:
     """Bytes autograd keeps for backward after ``model(images)``: every saved storage once,
     parameters left out (they are counted as weights)."""
@@ -156,8 +198,6 @@ def step_peak_bytes(model: torch.nn.Module, images: torch.Tensor, masks: torch.T
                     optimizer: torch.optim.Optimizer) -> int:
     """Peak CPU bytes torch allocates above what it held before, over one fp32 training step
     (forward, loss, backward, optimizer step), after an untimed step has made the optimizer state."""
-    from segkit.bench import peak_bytes
-
     criterion = build_loss("ce")
 
     def step() -> None:
@@ -228,8 +268,6 @@ def plan_config(config: TrainConfig) -> Plan:
 @functools.cache
 def _eval_line(model: str, architecture: tuple, precision: str) -> tuple[_Line, int]:
     """Peak bytes of one forward pass under inference_mode, a line in pixels; weight bytes."""
-    from segkit.bench import peak_bytes
-
     dtype = None if precision == "fp32" else torch.bfloat16
     net = _small_model(model, architecture, False).eval()
     pixels, peaks = [], []

@@ -279,10 +279,8 @@ def _convert_frame(args) -> dict:
     }
     files = {path.relative_to(out).as_posix(): _write_file(path, *spec)
              for path, spec in outputs.items()}
-    pixels = np.bincount(train_ids.ravel(), minlength=256)
-    return {**asdict(frame), "files": files,
-            "class_pixels": [*pixels[:labels.NUM_CLASSES].tolist(),
-                             int(pixels[labels.IGNORE_INDEX])]}
+    return {**asdict(frame), "files": files,  # (19 + 1,): the classes, then ignore
+            "class_pixels": labels.label_histogram([train_ids]).tolist()}
 
 
 def _write_file(path: Path, data: bytes | None, array: np.ndarray, photo: bool) -> str:

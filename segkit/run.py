@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from segkit import __version__
-from segkit.budget import format_duration, stretched_note
+from segkit.budget import format_duration
 from segkit.checkpoints import load_checkpoint, unwrap
 from segkit.config import TrainConfig
 from segkit.engine import Callback, FitState
@@ -121,7 +121,7 @@ def _check_unfinished(last: Path, checkpoint: dict, recorded: TrainConfig, confi
                             f"{format_duration(config.time_budget)} budget); to train on, continue "
                             f"it with a larger budget, e.g. -c --time-budget {larger}")
         if config.time_budget != recorded.time_budget:
-            print(stretched_note(recorded, config, checkpoint), flush=True)
+            print(_stretched_note(recorded, config, checkpoint), flush=True)
         return
     if config.epochs != recorded.epochs and recorded.scheduler != "none":
         print(f"note: the {recorded.scheduler} schedule was planned for {recorded.epochs} epochs and is "
@@ -131,6 +131,16 @@ def _check_unfinished(last: Path, checkpoint: dict, recorded: TrainConfig, confi
         raise DataError(f"{last}: this run is finished ({checkpoint['epoch']} of {config.epochs} "
                         f"epochs); to train on, continue it with more epochs, e.g. -c -n "
                         f"{config.epochs + max(1, config.epochs // 2)}")
+
+
+def _stretched_note(recorded: TrainConfig, config: TrainConfig, checkpoint: dict) -> str:
+    """What continuing a budgeted run with another budget does to its learning rate."""
+    spent = checkpoint.get("seconds", 0.0)
+    share = max(0.0, 1 - spent / config.time_budget)
+    return (f"note: the {recorded.scheduler} schedule was planned to reach zero at "
+            f"{format_duration(recorded.time_budget)} ({format_duration(spent)} spent); it is "
+            f"re-planned over {format_duration(config.time_budget)}: the learning rate goes back "
+            f"up to about {share:.0%} of its peak and decays to zero at the new end")
 
 
 def _normal(value: Any) -> Any:
@@ -192,8 +202,9 @@ def _step_peak_mb(state: FitState) -> float:
         return torch.cuda.max_memory_allocated(state.device) / 2**20
     import copy
 
-    from segkit.bench import peak_bytes, train_step
+    from segkit.bench import train_step
     from segkit.losses import build_loss
+    from segkit.planner import peak_bytes
 
     config = state.config
     model = copy.deepcopy(unwrap(state.model)).train()

@@ -15,10 +15,11 @@ from segkit import distributed, labels
 from segkit.callbacks import Checkpointer, PrintMetrics, ProgressBar, TensorBoardLogger
 from segkit.checkpoints import model_from_checkpoint
 from segkit.config import TrainConfig, describe_profile, get_profile, profile_config, profile_name
-from segkit.datasets import CityscapesSegmentation, build_loaders, ensure_synthetic
-from segkit.engine import Callback, FitState, check_has_labels, evaluate, fit
-from segkit.inference import Inference, LabelIdWriter, write_label_ids
+from segkit.datasets import CityscapesSegmentation, check_has_labels, ensure_synthetic
+from segkit.engine import Callback, FitState, fit
+from segkit.inference import Inference, LabelIdWriter, evaluate, write_label_ids
 from segkit.io import DataError
+from segkit.loaders import build_loaders
 from segkit.metrics import format_categories, format_table
 from segkit.models import build_model
 from segkit.models.registry import resolve_name
@@ -217,7 +218,7 @@ def _has_labels(dataset: CityscapesSegmentation, *, refuse: bool) -> bool:
 def _peak_memory(net, dataset: CityscapesSegmentation, inference: Inference,
                  device: torch.device) -> tuple[int, str]:
     """Peak bytes torch allocates to predict the first frame, and how they were measured."""
-    from segkit.bench import peak_bytes
+    from segkit.planner import peak_bytes
 
     image, mask = dataset[0]
     batch = image[None].to(device)  # (1, 3, H, W)

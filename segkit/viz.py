@@ -2,15 +2,14 @@
 
 Every figure function returns a ``matplotlib.figure.Figure`` (end the cell with ``plt.show()``).
 Label maps are always drawn pixel for pixel (``interpolation="nearest"``) in the official Cityscapes
-colours, with void / ignore (255) in black and listed separately, never as a class. The pure-numpy
-helpers (``as_rgb``, ``overlay``, ``boundaries``, ``error_map``) also serve ``segkit.widgets``.
-``LivePlot`` is the training callback that redraws loss and validation scores in place.
+colours, with void / ignore (255) in black and listed separately, never as a class. The pictures
+themselves (``overlay``, ``boundaries``, ``error_map``) are plain arrays from ``segkit.pictures``.
+``draw_live`` is what ``segkit.callbacks.LivePlot`` redraws after every epoch.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from segkit.engine import Callback, FitState
 from segkit.labels import (
     CLASS_NAMES,
     CLASSES,
@@ -37,11 +35,19 @@ from segkit.labels import (
     palette,
 )
 from segkit.metrics import per_image_iou
+from segkit.pictures import (
+    as_labels,
+    as_rgb,
+    boundaries,
+    dimmed,
+    overlay,
+    real_classes,
+    void_pixels,
+)
 from segkit.transforms import denormalize
 
 PANEL_INCHES = 3.2  # width of one picture in a grid
 VOID_COLOUR = (0.0, 0.0, 0.0)  # how ignore (255) is drawn, as in the palette
-ERROR_COLOUR = np.array([230, 25, 25], dtype=np.float32)
 
 
 def set_style(dpi: int = 100) -> None:
@@ -51,80 +57,7 @@ def set_style(dpi: int = 100) -> None:
                          "figure.max_open_warning": 50})
 
 
-# --- pure numpy pictures (shared with segkit.widgets) --------------------------------------------
-
-def as_rgb(image: np.ndarray | torch.Tensor) -> np.ndarray:
-    """A picture as (H, W, 3) uint8: accepts (H, W, 3) or (3, H, W), uint8 or float in [0, 1]."""
-    array = image.numpy(force=True) if isinstance(image, torch.Tensor) else np.asarray(image)
-    if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
-        array = array.transpose(1, 2, 0)  # (3, H, W) -> (H, W, 3)
-    if array.ndim != 3 or array.shape[-1] != 3:
-        raise ValueError(f"expected an RGB image (H, W, 3) or (3, H, W), got shape {array.shape}")
-    if array.dtype != np.uint8:
-        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
-    return np.ascontiguousarray(array)
-
-
-def as_labels(mask: np.ndarray | torch.Tensor) -> np.ndarray:
-    """A class map as an (H, W) int64 array."""
-    array = mask.numpy(force=True) if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    if array.ndim != 2:
-        raise ValueError(f"expected a class map (H, W), got shape {array.shape}")
-    return array.astype(np.int64, copy=False)
-
-
-def real_classes(scheme: str = "cityscapes19") -> range:
-    """The class indices of ``scheme`` that are real classes (not the original's "unlabelled")."""
-    first = int(scheme == "original20")  # class 0 of the original scheme pools the void ids
-    return range(first, len(class_names(scheme)))
-
-
-def void_pixels(mask: np.ndarray, scheme: str = "cityscapes19") -> np.ndarray:
-    """(H, W) bool: pixels that belong to no class (ignore, out of range, or "unlabelled")."""
-    classes = real_classes(scheme)
-    return (mask < classes.start) | (mask >= classes.stop)
-
-
-def overlay(image: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor, alpha: float = 0.5,
-            scheme: str = "cityscapes19") -> np.ndarray:
-    """Class colours blended over the image: (H, W, 3) uint8; void pixels keep the image."""
-    rgb, mask = as_rgb(image).astype(np.float32), as_labels(mask)
-    blended = (1 - alpha) * rgb + alpha * colorize(mask, scheme)
-    return np.where(void_pixels(mask, scheme)[..., None], rgb, blended).round().astype(np.uint8)
-
-
-def boundaries(mask: np.ndarray | torch.Tensor) -> np.ndarray:
-    """(H, W) bool: pixels whose right, left, upper or lower neighbour has another label."""
-    mask = as_labels(mask)
-    edge = np.zeros(mask.shape, dtype=bool)
-    across = mask[:, 1:] != mask[:, :-1]  # (H, W - 1): pairs of horizontal neighbours that differ
-    edge[:, 1:] |= across
-    edge[:, :-1] |= across
-    down = mask[1:] != mask[:-1]  # (H - 1, W)
-    edge[1:] |= down
-    edge[:-1] |= down
-    return edge
-
-
-def dimmed(image: np.ndarray | torch.Tensor, level: float = 0.45) -> np.ndarray:
-    """A dark grey version of the image, (H, W, 3) float32, as a background for highlights."""
-    grey = as_rgb(image).astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.repeat(level * grey[..., None], 3, axis=-1)
-
-
-def error_map(image: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor,
-              pred: np.ndarray | torch.Tensor, *, focus: int | None = None,
-              scheme: str = "cityscapes19") -> np.ndarray:
-    """Wrong pixels in red on the dimmed image: (H, W, 3) uint8; void pixels are never errors.
-
-    With ``focus`` = a class index, only that class's errors (missed or wrongly predicted) are red.
-    """
-    target, pred = as_labels(target), as_labels(pred)
-    wrong = (pred != target) & ~void_pixels(target, scheme)
-    if focus is not None:
-        wrong &= (target == focus) | (pred == focus)
-    return np.where(wrong[..., None], ERROR_COLOUR, dimmed(image)).round().astype(np.uint8)
-
+# --- scores shown beside pictures -----------------------------------------------------------------
 
 def image_scores(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor,
                  num_classes: int) -> tuple[float, float]:
@@ -269,21 +202,6 @@ def label_table(scheme: str = "cityscapes19") -> LabelTable:
 
 # --- Figure 2: class balance -------------------------------------------------------------------------
 
-def class_pixels(dataset, num_classes: int | None = None) -> np.ndarray:
-    """Pixels per class over a dataset's (untransformed) masks: (C + 1,) int64, the last one void.
-
-    Use it when no prepared manifest (``manifest.json``'s ``class_pixels``) is at hand.
-    """
-    num_classes = num_classes or getattr(dataset, "num_classes", len(class_names()))
-    load = _loader(dataset)
-    counts = np.zeros(num_classes + 1, dtype=np.int64)
-    for i in range(len(dataset)):
-        mask = as_labels(load(i)[1])
-        inside = np.where((mask >= 0) & (mask < num_classes), mask, num_classes)  # void -> last bin
-        counts += np.bincount(inside.ravel(), minlength=num_classes + 1)
-    return counts
-
-
 def _share_label(percent: float) -> str:
     """A bar's percentage with about two significant digits; exactly 0 for an absent class."""
     if percent == 0:
@@ -297,7 +215,7 @@ def class_distribution(pixels_per_split: Mapping[str, Sequence[int] | np.ndarray
 
     Args:
         pixels_per_split: split -> (C + 1,) pixel counts, the C classes then void (ignore), as in
-            the manifest's ``class_pixels`` or from ``class_pixels(dataset)``.
+            the manifest's ``class_pixels`` or from ``segkit.datasets.class_pixels(dataset)``.
         scheme: the label scheme the counts are in.
         log: a logarithmic share axis, to read the rare classes.
 
@@ -424,7 +342,7 @@ def predictions_grid(images: Sequence, targets: Sequence, predictions: Mapping[s
     Args:
         images: uint8 pictures (H, W, 3) or (3, H, W), e.g. ``denormalize(x)`` of normalised ones.
         targets: class maps (H, W).
-        predictions: model name -> one class map per image (e.g. ``segkit.engine.predict``).
+        predictions: model name -> one class map per image (e.g. ``segkit.inference.predict``).
         names: a title for each image (file names); default its position.
     """
     num_classes = len(class_names(scheme))
@@ -525,65 +443,28 @@ def per_class_iou(ious: Mapping[str, Sequence[float] | torch.Tensor],
 
 # --- live training plot -----------------------------------------------------------------------------
 
-def _in_notebook() -> bool:
-    """True inside a Jupyter kernel (where inline figures can be displayed and updated)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and hasattr(shell, "kernel")
+def live_figure(figsize: tuple[float, float] = (10, 3.5)) -> Figure:
+    """An empty two-panel figure for ``draw_live``; made without pyplot, so the inline backend does
+    not show it again at the end of the cell."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    fig.subplots(1, 2)
+    return fig
 
 
-class LivePlot(Callback):
-    """Redraw training loss and validation mIoU / global acc after every epoch, in place.
-
-    In a notebook the picture is displayed once and then updated through its display handle, so a
-    run leaves one picture, not one per epoch. It is sent as a PNG, which works under any
-    matplotlib backend. Elsewhere the figure is still drawn (``self.fig``) but never shown. It
-    prints nothing. Pass ``LivePlot()`` in ``fit``'s callbacks.
-    """
-
-    def __init__(self, *, figsize: tuple[float, float] = (10, 3.5)):
-        self.figsize = figsize
-        self.fig: Figure | None = None
-        self.handle = None
-
-    def on_epoch_end(self, state: FitState) -> None:
-        if self.fig is None:
-            # not through pyplot: the inline backend must not show it again at the end of the cell
-            self.fig = Figure(figsize=self.figsize, layout="constrained")
-            self.fig.subplots(1, 2)
-        self._draw(state)
-        if _in_notebook():
-            from IPython.display import Image, display
-
-            buffer = io.BytesIO()
-            self.fig.savefig(buffer, format="png")
-            picture = Image(data=buffer.getvalue(), format="png")
-            if self.handle is None:
-                self.handle = display(picture, display_id=True)
-            else:
-                self.handle.update(picture)
-
-    def _draw(self, state: FitState) -> None:
-        loss_ax, score_ax = self.fig.axes
-        for ax in (loss_ax, score_ax):
-            ax.clear()
-        _plot_history([loss_ax], {"training loss": state.history}, ["train_loss"])
-        for key, colour in (("val_miou", "C1"), ("val_pixel_acc", "C2")):
-            epochs, values = _series(state.history, key)
-            score_ax.plot(epochs, values, marker="o", markersize=4, color=colour,
-                          label=_METRIC_LABELS[key].removeprefix("validation "))
-        score_ax.set(xlabel="epoch", ylabel="validation", ylim=(0, 1))
-        score_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if any(len(line.get_xdata()) for line in score_ax.lines):
-            score_ax.legend(fontsize="small", loc="lower right")
-        epoch = state.history[-1]["epoch"] if state.history else 0
-        total = getattr(getattr(state, "config", None), "epochs", None)
-        self.fig.suptitle(f"epoch {epoch}" + (f"/{total}" if total else ""), fontsize="medium")
-
-    def on_fit_end(self, state: FitState) -> None:
-        if self.fig is not None:
-            plt.close(self.fig)
-        self.fig, self.handle = None, None
+def draw_live(fig: Figure, history: Sequence[Mapping[str, Any]], epochs: int | None = None) -> None:
+    """Redraw ``fig`` (from ``live_figure``): training loss left, validation mIoU and global acc
+    right, titled with the epoch reached (of ``epochs``)."""
+    loss_ax, score_ax = fig.axes
+    for ax in (loss_ax, score_ax):
+        ax.clear()
+    _plot_history([loss_ax], {"training loss": history}, ["train_loss"])
+    for key, colour in (("val_miou", "C1"), ("val_pixel_acc", "C2")):
+        points, values = _series(history, key)
+        score_ax.plot(points, values, marker="o", markersize=4, color=colour,
+                      label=_METRIC_LABELS[key].removeprefix("validation "))
+    score_ax.set(xlabel="epoch", ylabel="validation", ylim=(0, 1))
+    score_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if any(len(line.get_xdata()) for line in score_ax.lines):
+        score_ax.legend(fontsize="small", loc="lower right")
+    epoch = history[-1]["epoch"] if history else 0
+    fig.suptitle(f"epoch {epoch}" + (f"/{epochs}" if epochs else ""), fontsize="medium")

@@ -24,7 +24,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from segkit import labels
-from segkit.viz import as_labels, as_rgb, dimmed, error_map, image_scores, overlay, real_classes
+from segkit.pictures import as_labels, as_rgb, dimmed, error_map, overlay, real_classes
+from segkit.viz import image_scores
 
 GAP = 4  # white pixels between panels
 TITLE_HEIGHT = 18  # pixels of the title strip above the panels
@@ -295,7 +296,7 @@ def predict_samples(model: torch.nn.Module, dataset, *, count: int | None = None
     Samples are read and predicted ``batch_size`` at a time (one at a time when their sizes
     differ), so only the uint8 pictures are kept: pass ``count`` for large splits.
     """
-    from segkit.engine import predict
+    from segkit.inference import predict
     from segkit.transforms import denormalize, to_model_input
 
     count = len(dataset) if count is None else min(count, len(dataset))

@@ -8,8 +8,9 @@ from torchvision import tv_tensors
 from torchvision.datasets import Cityscapes
 
 from segkit import labels, layout
-from segkit.datasets import CityscapesSegmentation
+from segkit.datasets import CityscapesSegmentation, class_pixels
 from segkit.io import DataError
+from segkit.prepare import read_manifest
 from segkit.transforms import train_transforms
 
 STEM = "hamburg_000000_000019"
@@ -148,3 +149,32 @@ def test_samples_are_made_with_one_torch_thread_then_the_count_is_restored(prepa
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
+
+
+def test_class_pixels_decodes_any_dataset_with_void_last():
+    masks = [torch.tensor([[0, 1], [1, 255]]), torch.tensor([[18, 3], [255, 255]])]
+    frames = [(torch.zeros(3, 2, 2, dtype=torch.uint8), mask) for mask in masks]
+    counts = class_pixels(frames)
+    assert counts.shape == (20,) and counts.sum() == 8 and counts[-1] == 3
+    assert counts[1] == 2 and counts[18] == counts[3] == counts[0] == 1
+
+
+def test_class_pixels_of_a_prepared_split_are_the_manifests(prepared_root, monkeypatch):
+    dataset = CityscapesSegmentation(prepared_root, "train")
+    from_manifest = class_pixels(dataset)
+    assert from_manifest.tolist() == read_manifest(prepared_root)["class_pixels"]["train"]
+    decoded = labels.label_histogram(dataset.load(i)[1] for i in range(len(dataset)))
+    assert np.array_equal(from_manifest, decoded)
+    monkeypatch.setattr(CityscapesSegmentation, "load", lambda self, i: 1 / 0)  # never decoded
+    assert np.array_equal(class_pixels(dataset), decoded)
+
+
+def test_class_pixels_decode_where_the_manifest_counts_other_frames_or_classes(prepared_root):
+    fewer = CityscapesSegmentation(prepared_root, "train")
+    fewer.images, fewer.labels = fewer.images[:2], fewer.labels[:2]  # no longer the whole split
+    assert np.array_equal(class_pixels(fewer),
+                          labels.label_histogram(fewer.load(i)[1] for i in range(2)))
+    original = CityscapesSegmentation(prepared_root, "train", label_scheme="original20")
+    counts = class_pixels(original)
+    assert counts.shape == (21,) and counts[-1] == 0  # "unlabelled" is class 0, nothing is void
+    assert counts[0] == read_manifest(prepared_root)["class_pixels"]["train"][-1]

@@ -22,8 +22,10 @@ from segkit import distributed
 from segkit.callbacks import Checkpointer
 from segkit.checkpoints import load_checkpoint
 from segkit.config import TrainConfig
-from segkit.datasets import CityscapesSegmentation, build_loaders
-from segkit.engine import Callback, evaluate, fit
+from segkit.datasets import CityscapesSegmentation
+from segkit.engine import Callback, fit
+from segkit.inference import evaluate
+from segkit.loaders import build_loaders
 from segkit.models import build_model
 from segkit.runtime import resolve_device
 from segkit.transforms import eval_transforms

@@ -11,8 +11,12 @@ from segkit import checkpoints, engine, runtime
 from segkit.callbacks import Checkpointer
 from segkit.checkpoints import load_checkpoint, model_from_checkpoint
 from segkit.config import TrainConfig
-from segkit.engine import Callback, evaluate, fit
+from segkit.datasets import CityscapesSegmentation
+from segkit.engine import Callback, fit
+from segkit.inference import evaluate
 from segkit.io import DataError
+from segkit.labels import label_histogram
+from segkit.losses import class_weights_from_histogram
 from segkit.models import build_model
 from segkit.transforms import eval_transforms, train_transforms
 
@@ -264,6 +268,14 @@ def test_class_weights_favour_rare_classes():
     counts = torch.bincount(data.masks.flatten(), minlength=19)
     assert weights[3] == weights[:4].min()
     assert (weights[counts == 0] == 0).all()
+
+
+def test_class_weights_of_a_prepared_split_are_read_from_its_manifest(prepared_root, monkeypatch):
+    data = CityscapesSegmentation(prepared_root, "train", train_transforms(size=(64, 32)))
+    masks = [data.load(i)[1] for i in range(len(data))]
+    decoded = class_weights_from_histogram(label_histogram(masks)[:-1])
+    monkeypatch.setattr(CityscapesSegmentation, "load", lambda self, i: 1 / 0)  # nothing decoded
+    assert torch.equal(engine.dataset_class_weights(data, 19), decoded)
 
 
 @pytest.mark.filterwarnings("ignore:for .* copying from a non-meta parameter")

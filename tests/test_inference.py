@@ -6,8 +6,15 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from segkit import labels
-from segkit.engine import evaluate, predict
-from segkit.inference import Inference, LabelIdWriter, _starts, predict_files, read_image
+from segkit.inference import (
+    Inference,
+    LabelIdWriter,
+    _starts,
+    evaluate,
+    predict,
+    predict_files,
+    read_image,
+)
 from segkit.io import DataError
 
 

@@ -87,3 +87,15 @@ def test_categories_in_official_order():
 def test_unknown_scheme_lists_choices():
     with pytest.raises(KeyError, match="cityscapes19"):
         labels.num_classes("coco")
+
+
+def test_label_histogram_counts_classes_then_void():
+    masks = [torch.tensor([[0, 1, 1], [2, labels.IGNORE_INDEX, 7]], dtype=torch.uint8),
+             np.array([[-1, 2, 2, 2]])]
+    counts = labels.label_histogram(masks, num_classes=3)
+    assert counts.dtype == np.int64 and counts.tolist() == [1, 2, 4, 3]  # void: 255, 7 and -1
+    assert labels.label_histogram([], num_classes=2).tolist() == [0, 0, 0]
+    ignoring_one = labels.label_histogram([np.array([0, 1, 2])], num_classes=3, ignore_index=1)
+    assert ignoring_one.tolist() == [1, 0, 1, 1]
+    with pytest.raises(TypeError, match="integer"):
+        labels.label_histogram([np.zeros(3)], num_classes=3)

@@ -13,7 +13,6 @@ from segkit.losses import (
     FocalLoss,
     build_loss,
     class_weights_from_histogram,
-    label_histogram,
 )
 
 
@@ -131,14 +130,6 @@ def test_build_loss_registry():
     with pytest.raises(ValueError, match="alpha"):
         build_loss("ce", alpha=0.25)
     assert set(LOSSES) == {"ce", "focal"}
-
-
-def test_label_histogram_counts_and_drops_ignore():
-    masks = [torch.tensor([[0, 1, 1], [2, IGNORE_INDEX, 7]], dtype=torch.uint8),
-             torch.tensor([[-1, 2, 2, 2]])]
-    assert torch.equal(label_histogram(masks, num_classes=3), torch.tensor([1, 2, 4]))
-    assert label_histogram(masks, num_classes=3).dtype == torch.int64
-    assert torch.equal(label_histogram([], num_classes=2), torch.zeros(2, dtype=torch.int64))
 
 
 def test_class_weights_hand_values():

@@ -7,7 +7,7 @@ import torch
 
 from segkit import runtime
 from segkit.config import TrainConfig, profile_config
-from segkit.datasets import build_loaders
+from segkit.loaders import build_loaders
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from segkit import labels, viz
+from segkit import callbacks, labels, viz
+from segkit.pictures import boundaries
 
 H, W = 32, 64
 
@@ -50,54 +51,7 @@ class FakeDataset:
         return torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(mask)
 
 
-# --- pure pictures ---------------------------------------------------------------------------------
-
-def test_overlay_blends_labelled_pixels_and_keeps_void():
-    image = np.full((H, W, 3), 100, dtype=np.uint8)
-    mask = np.full((H, W), labels.IGNORE_INDEX)
-    mask[:, : W // 2] = 0  # road (128, 64, 128)
-    out = viz.overlay(image, mask, alpha=0.5)
-    assert out.dtype == np.uint8 and out.shape == (H, W, 3)
-    assert (out[:, : W // 2] == [114, 82, 114]).all()
-    assert (out[:, W // 2:] == image[:, W // 2:]).all()
-    assert (viz.overlay(image, mask, alpha=1.0)[:, : W // 2] == [128, 64, 128]).all()
-
-
-def test_overlay_accepts_chw_tensors_and_original_scheme_void():
-    image, mask = sample()
-    chw = torch.from_numpy(image).permute(2, 0, 1)
-    assert (viz.overlay(chw, torch.from_numpy(mask)) == viz.overlay(image, mask)).all()
-    original = np.where(mask == labels.IGNORE_INDEX, 0, mask + 1)  # class 0 = "unlabelled"
-    out = viz.overlay(image, original, alpha=1.0, scheme="original20")
-    assert (out[:8, :8] == image[:8, :8]).all()
-    assert (out[8:, :8] == labels.palette("original20")[original[8:, :8]]).all()
-
-
-def test_boundaries_of_a_hand_built_mask():
-    mask = np.array([[0, 0, 1, 1, 1],
-                     [0, 0, 1, 1, 1],
-                     [2, 2, 2, 1, 1],
-                     [2, 2, 2, 1, 1]])
-    expected = np.array([[0, 1, 1, 0, 0],
-                         [1, 1, 1, 0, 0],
-                         [1, 1, 1, 1, 0],
-                         [0, 0, 1, 1, 0]], dtype=bool)
-    assert (viz.boundaries(mask) == expected).all()
-    assert (viz.boundaries(torch.from_numpy(mask)) == expected).all()
-    assert not viz.boundaries(np.zeros((4, 5), dtype=np.int64)).any()
-
-
-def test_error_map_marks_wrong_labelled_pixels_only():
-    image, target = sample()
-    pred = target.copy()
-    pred[:, 8:16] = 5  # wrong on a labelled stripe (class 1)
-    pred[:8, :8] = 3  # differs where the target is ignored: not an error
-    out = viz.error_map(image, target, pred)
-    red = (out == viz.ERROR_COLOUR.astype(np.uint8)).all(-1)
-    assert red[:, 8:16].all() and red.sum() == H * 8
-    focused = viz.error_map(image, target, pred, focus=2)  # class 2 is neither missed nor predicted
-    assert not (focused == viz.ERROR_COLOUR.astype(np.uint8)).all(-1).any()
-
+# --- scores beside pictures ------------------------------------------------------------------------
 
 def test_image_scores_known_values():
     target = np.zeros((H, W), dtype=np.int64)
@@ -118,7 +72,7 @@ def test_sample_grid_rows_of_four_panels_and_a_legend():
     label = fig.axes[1].images[0].get_array()
     assert (label == labels.colorize(dataset.samples[0][1])).all()
     edges = fig.axes[3].images[0].get_array()
-    assert ((edges == 255).all(-1) == viz.boundaries(dataset.samples[0][1])).all()
+    assert ((edges == 255).all(-1) == boundaries(dataset.samples[0][1])).all()
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend[-1] == "void (ignored)" and "road" in legend and "sidewalk" in legend
     assert len(legend) == len({*np.unique(dataset.samples[0][1]), *np.unique(dataset.samples[2][1])})
@@ -151,15 +105,6 @@ def test_class_distribution_bars_per_split_with_void():
     assert np.allclose(colours * 255, labels.palette()[:19])
     with pytest.raises(ValueError, match="20 counts"):
         viz.class_distribution({"train": np.ones(19)})
-
-
-def test_class_pixels_counts_masks_with_void_last():
-    dataset = FakeDataset(2)
-    counts = viz.class_pixels(dataset)
-    masks = np.stack([m for _, m in dataset.samples])
-    assert counts.shape == (20,) and counts.sum() == masks.size
-    assert counts[-1] == (masks == 255).sum() == 2 * 64
-    assert counts[1] == (masks == 1).sum() > 0
 
 
 def test_augmentation_grid_masks_stay_nearest_and_seeded():
@@ -258,7 +203,7 @@ def fake_state(rows):
 
 
 def test_live_plot_outside_ipython_draws_quietly(capsys):
-    live = viz.LivePlot()
+    live = callbacks.LivePlot()
     rows = history(0)
     for epoch in range(1, 4):
         live.on_epoch_end(fake_state(rows[:epoch]))
@@ -285,9 +230,9 @@ def test_live_plot_updates_one_display_in_a_notebook(monkeypatch):
         calls.append(("display", picture.data, display_id))
         return Handle()
 
-    monkeypatch.setattr(viz, "_in_notebook", lambda: True)
+    monkeypatch.setattr(callbacks, "_in_notebook", lambda: True)
     monkeypatch.setattr(IPython.display, "display", display)
-    live = viz.LivePlot()
+    live = callbacks.LivePlot()
     rows = history(0)
     live.on_epoch_end(fake_state(rows[:1]))
     live.on_epoch_end(fake_state(rows[:2]))
