@@ -37,11 +37,13 @@ def test_comparison_table_takes_each_models_best_epoch() -> None:
 
 
 def test_the_recipe_line_names_the_profiles_settings() -> None:
-    config = profile_config("unet", "cpu")
+    config = profile_config("unet", "cpu")  # expectations from the profile, so tuning it is free
     line = config.summary()
-    assert f"{config.epochs} epochs of 256x128 crops, batch 4," in line
-    assert "poly" in line and "class-weighted ce loss" in line
-    assert "batch 4 per process x 2 processes = 8" in config.summary(processes=2)
+    (width, height), batch = config.size, config.batch_size
+    assert f"{config.epochs} epochs of {width}x{height} crops, batch {batch}," in line
+    assert f"{config.optimizer} lr {config.lr:g} ({config.scheduler}" in line
+    assert f"{'class-weighted ' if config.class_weights else ''}{config.loss} loss" in line
+    assert f"batch {batch} per process x 2 processes = {2 * batch}" in config.summary(processes=2)
 
 
 @pytest.fixture

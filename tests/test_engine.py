@@ -349,7 +349,11 @@ def test_schedulers(scheduler, check):
 
 def test_bf16_autocast_on_cpu_trains():
     train_loader, val_loader = loaders()
-    state = fit(small_fcn(), train_loader, val_loader, config(epochs=1, amp="bf16"))
+    model, seen = small_fcn(), set()
+    first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    first_conv.register_forward_hook(lambda module, args, out: seen.add((module.training, out.dtype)))
+    state = fit(model, train_loader, val_loader, config(epochs=1, amp="bf16"))
+    assert seen == {(True, torch.bfloat16), (False, torch.bfloat16)}  # training and validation
     assert math.isfinite(state.history[0]["train_loss"])
     assert runtime.autocast_dtype("auto", torch.device("cpu")) is None
     assert runtime.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
@@ -541,9 +545,12 @@ class SeesDtypes(TinyNet):
 def test_mixed_precision_really_runs_in_fit(amp, dtype):
     model = SeesDtypes()
     data = DataLoader(BlockScenes(count=4, transforms=eval_transforms()), batch_size=2)
+    start = [p.detach().clone() for p in model.parameters()]
     state = fit(model, data, None, config(epochs=1, amp=amp))
     assert model.seen == {dtype} and math.isfinite(state.history[0]["train_loss"])
     assert state.scaler.is_enabled() == (amp == "fp16")  # fp16 needs loss scaling, bf16 does not
+    assert all(p.isfinite().all() for p in model.parameters())
+    assert any(not torch.equal(p, s) for p, s in zip(model.parameters(), start, strict=True))
 
 
 def test_gradient_clipping_bounds_the_step():
@@ -559,6 +566,28 @@ def test_gradient_clipping_bounds_the_step():
     assert moved[1] <= 1e-3 * 1.0001 < moved[0]  # one SGD step of lr 1: the step is the gradient
 
 
+def test_gradient_clipping_sees_the_unscaled_gradients_under_fp16(monkeypatch):
+    """With loss scaling, clipping the scaled gradients would clip 65536 times too hard."""
+    seen = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def spy(parameters, max_norm, **kwargs):
+        parameters = list(parameters)
+        seen.append((max_norm, float(torch.linalg.vector_norm(
+            torch.cat([p.grad.flatten() for p in parameters if p.grad is not None])))))
+        return clip(parameters, max_norm, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    data = DataLoader(BlockScenes(count=2, transforms=eval_transforms()), batch_size=2)
+    settings = config(epochs=1, optimizer="sgd", scheduler="none", warmup_iters=0, grad_clip=0.5)
+    fit(TinyNet(), data, None, settings.replace(amp="off"))
+    state = fit(TinyNet(), data, None, settings.replace(amp="fp16"))
+    assert state.scaler.is_enabled() and state.scaler.get_scale() > 1
+    (clip_off, norm_off), (clip_fp16, norm_fp16) = seen
+    assert clip_off == clip_fp16 == 0.5
+    assert norm_fp16 == pytest.approx(norm_off, rel=0.05)
+
+
 def test_channels_last_runs_inside_fit():
     class SeesLayout(TinyNet):
         def forward(self, x):
@@ -568,11 +597,28 @@ def test_channels_last_runs_inside_fit():
     data = DataLoader(BlockScenes(count=4, transforms=eval_transforms()), batch_size=2)
     state = fit(SeesLayout(), data, None, config(epochs=1, channels_last=True))
     assert state.step == 2
+    convs = [m for m in state.model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+
+
+class CountBatches(Callback):
+    def __init__(self):
+        self.per_epoch = []
+
+    def on_fit_start(self, state):
+        self.per_epoch.append(0)
+
+    def on_batch_end(self, state):
+        self.per_epoch[-1] += 1
+
+    def on_epoch_end(self, state):
+        self.per_epoch.append(0)
 
 
 def test_val_every_and_max_iters():
     train_loader, val_loader = loaders(batch_size=2)  # 4 batches an epoch
+    batches = CountBatches()
     state = fit(TinyNet(), train_loader, val_loader, config(epochs=4, val_every=2, max_iters=3,
-                                                            batch_size=2))
-    assert state.step == 4 * 3
+                                                            batch_size=2), [batches])
+    assert batches.per_epoch == [3, 3, 3, 3, 0] and state.step == 4 * 3
     assert ["val_miou" in row for row in state.history] == [False, True, False, True]
