@@ -114,6 +114,31 @@ def test_rerun_redoes_a_frame_whose_file_was_damaged(synthetic_source, tmp_path,
     assert again["prepared_now"] == again["redone"] == 0 and again["files"] == first["files"]
 
 
+def test_a_repair_cut_short_leaves_the_copy_unfinished_and_old_journals_are_checked_by_hash(
+        synthetic_source, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    prepare.prepare(synthetic_source, out, progress=False)
+    journal = out / prepare.JOURNAL
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    journal.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "sizes"}) + "\n"
+                               for r in records))  # as an earlier segkit wrote it
+    assert prepare.prepare(synthetic_source, out, progress=False)["prepared_now"] == 0
+    image = layout.image_path(out, "train", "hamburg", STEM)
+    image.write_bytes(image.read_bytes()[::-1])  # same size, other bytes
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare, "_convert_frame", interrupted)  # the repair is killed at once
+    with pytest.raises(KeyboardInterrupt):
+        prepare.prepare(synthetic_source, out, progress=False)
+    with pytest.raises(DataError, match="did not finish here"):
+        prepare.check_finished(out)
+    monkeypatch.undo()
+    assert prepare.prepare(synthetic_source, out, progress=False)["redone"] == 1
+    prepare.check_finished(out)
+
+
 def no_space_after(monkeypatch, writes):
     """Files fail half-written with ENOSPC after ``writes`` good ones; the disk reports 5 KB free."""
     import errno
