@@ -210,7 +210,7 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, *, subset: str | 
             progress: bool = True) -> dict:
     """Prepare the selected frames of ``source`` into ``out``; return the manifest.
 
-    The manifest also says how many frames were converted now (``prepared_now``) and how many of
+    The returned manifest also says how many frames were converted now (``prepared_now``) and how many of
     those an earlier run had finished but whose files were missing or had changed size since
     (``redone``). A full disk raises ``DataError`` naming ``out`` and the space still needed.
 
