@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segkit.io import DataError, atomic_write
+from segkit.io import DataError, atomic_write, disk_full_error, is_disk_full
 from segkit.models import build_model, model_spec
 from segkit.models.registry import resolve_name
 
@@ -96,9 +96,31 @@ def save_checkpoint(path: str | os.PathLike, state: RunState) -> Path:
         "metrics": state.last,
         "history": state.history,
     }
-    with atomic_write(path) as tmp:
-        torch.save(checkpoint, tmp)
+    try:
+        # our own file object, closed even while the error's traceback lives on (in a notebook, for
+        # good): torch's writer would otherwise keep the deleted temporary file's space in use
+        with atomic_write(path) as tmp, open(tmp, "wb") as file:
+            torch.save(checkpoint, file)
+    except (OSError, RuntimeError) as error:  # the temporary file is gone; ``path`` is untouched
+        needed = tensor_bytes(checkpoint)
+        if not is_disk_full(error, path.parent, needed):
+            raise
+        then = ("training stopped rather than go on unsaved; free some space, then continue the run "
+                f"with -c (from {path.name} as it was)" if path.exists() else
+                "training stopped rather than go on unsaved; free some space and train again")
+        raise disk_full_error(path.parent, f"writing {path.name}", needed, then) from error
     return path
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in nested dicts, lists and tuples: about what ``torch.save`` writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(value) for value in obj)
+    return 0
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -126,8 +126,10 @@ def _run_prepare(args) -> int:
     result = prepare(args.source, args.out, subset=args.subset, select=_selection(args.select),
                      size=args.size, resample=args.resample, workers=args.workers,
                      progress=not args.quiet)
+    redone = (f", {result['redone']} of them redone: their files were missing or had changed size"
+              if result["redone"] else "")
     print(f"prepared {sum(map(sum, (c.values() for c in result['counts'].values())))} frames "
-          f"into {args.out} ({result['prepared_now']} converted now, "
+          f"into {args.out} ({result['prepared_now']} converted now{redone}, "
           f"{result['seconds']:.1f} s): {json.dumps(result['counts'])}")
     return 0
 
@@ -303,6 +305,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "learning rate decays to zero over the budget, validation counts "
                              "against it (default: the cpu profile's, about 4m a model)")
     parser.add_argument("-lr", "--lr", dest="lr", type=float, help="learning rate (default: 1e-3)")
+    parser.add_argument("--backbone-lr", type=float, metavar="FACTOR",
+                        help="a pretrained backbone learns at --lr x FACTOR (default: 0.1; 1: the same)")
     parser.add_argument("-c", "--continue_training", "--resume", dest="resume", action="store_true",
                         help="continue from OUT/last.pt exactly where it stopped")
     parser.add_argument("--size", type=_size, metavar="WxH", help="training crop, e.g. 512x256")
@@ -369,7 +373,7 @@ def _model_options(args) -> dict:
 def _run_train(args) -> int:
     from segkit.training import train
 
-    fields = ("epochs", "lr", "size", "base_height", "val_size", "batch_size", "accumulate",
+    fields = ("epochs", "lr", "backbone_lr", "size", "base_height", "val_size", "batch_size", "accumulate",
               "optimizer", "scheduler", "warmup_iters", "loss", "gamma", "amp", "device",
               "num_workers", "seed", "max_iters", "oom", "label_scheme", "gpu_memory",
               "deterministic", "log_every", "time_budget")

@@ -40,6 +40,7 @@ class TrainConfig:
     time_budget: float | None = None  # seconds of training and validation, instead of epochs
     batch_size: int = 8  # per process: under torchrun the global batch is batch_size x processes
     lr: float = 1e-3
+    backbone_lr: float = 0.1  # a pretrained backbone learns at lr x this (1.0: at lr, like the rest)
     weight_decay: float = 1e-5
     optimizer: str = "adam"  # adam | adamw | sgd (momentum 0.9)
     scheduler: str = "none"  # none | linear | poly | cosine | step (lr decays per iteration)
@@ -84,6 +85,8 @@ class TrainConfig:
                                      ("loss", self.loss, ("ce", "focal"))):
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        if not self.backbone_lr > 0:
+            raise ValueError(f"backbone_lr is a factor of lr and must be positive, got {self.backbone_lr}")
         if min(self.accumulate, self.batch_size, self.epochs, self.log_every, self.val_every) < 1:
             raise ValueError("epochs, batch_size, accumulate, log_every and val_every must be at least 1")
         if self.time_budget is not None and not self.time_budget > 0:

@@ -99,15 +99,36 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
 
     As in nanoGPT and torchvision's references, weight decay applies to the weights of convolutions
     and linear layers only, not to biases and normalisation parameters (decaying a BatchNorm scale
-    towards zero only fights the normalisation).
+    towards zero only fights the normalisation). A pretrained backbone (``model.backbone`` with
+    ``pretrained`` set) learns at ``config.backbone_lr`` times the rate, as torchvision's reference
+    recipes do: its ImageNet features need adjusting, not relearning, and the large early
+    gradients of a freshly initialised head would wreck them. The schedule scales every group's
+    rate alike, so the ratio holds throughout.
+
+    Groups: the rest of the model (decay, no decay) first, so that ``param_groups[0]`` carries the
+    run's ``lr``; then the backbone's (decay, no decay), for models with a backbone.
     """
+    backbone = getattr(unwrap(model), "backbone", None)
+    in_backbone = {id(p) for p in backbone.parameters()} if isinstance(backbone, nn.Module) else set()
+    # A backbone that fell back to random weights (allow_random_init) has nothing to preserve, so
+    # it learns at the full rate. It still gets groups of its own: a resumed run must find the
+    # checkpoint's groups (whose rates it restores) whether or not the weights load this time.
+    factor = config.backbone_lr if getattr(backbone, "pretrained", False) else 1.0
     trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
+    groups = _decay_groups([p for p in trainable if id(p) not in in_backbone], config, config.lr)
+    if in_backbone:
+        groups += _decay_groups([p for p in trainable if id(p) in in_backbone], config,
+                                config.lr * factor)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
     optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     return optimizer(groups, lr=config.lr)
+
+
+def _decay_groups(params: list[nn.Parameter], config: TrainConfig, lr: float) -> list[dict]:
+    """Two parameter groups at ``lr``: weights with ``config.weight_decay``, biases and norms without."""
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay, "lr": lr},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": lr}]
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int,

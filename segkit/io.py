@@ -9,10 +9,12 @@ segkit did not write there with the very same options.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
+import shutil
 import struct
 import zlib
 from collections.abc import Iterator
@@ -154,6 +156,42 @@ def claim_output_dir(out: Path, marker: str, options: dict[str, Any]) -> bool:
     out.mkdir(parents=True, exist_ok=True)
     write_json(marker_path, options)
     return False
+
+
+def format_bytes(count: float) -> str:
+    """``1536`` -> ``"1.5 KB"``, in the decimal units disks are sold in."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if abs(count) < 1000:
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Free space on the disk holding ``folder`` (or its nearest existing parent)."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def is_disk_full(error: BaseException, folder: str | os.PathLike, needed: int) -> bool:
+    """Whether a write of ``needed`` bytes into ``folder`` failed for want of space.
+
+    ``OSError`` says so with ``ENOSPC`` (or ``EDQUOT``, a full quota); torch's zip writer does
+    not (``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``), so any other
+    ``OSError`` or ``RuntimeError`` counts as disk-full when the folder has less free space than the
+    write needs. Call this after the temporary file is gone, so that it does not count as used.
+    """
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(error, OSError | RuntimeError) and free_bytes(folder) < needed
+
+
+def disk_full_error(folder: str | os.PathLike, what: str, needed: int, then: str) -> DataError:
+    """The one-line ``DataError`` for a full disk: which folder, what needs how much, what to do."""
+    return DataError(f"{folder}: the disk is full: {what}: about {format_bytes(needed)} needed, "
+                     f"{format_bytes(free_bytes(folder))} free there; {then}")
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -10,8 +10,10 @@ the official layout, optionally resized to a training resolution::
     OUT/manifest.json                                           (source, options, counts, checksums)
 
 Members are read straight from the zips (nothing else is extracted). Every file is written under a
-temporary name and renamed; a journal records finished frames, so an interrupted run resumes where
-it stopped and a repeated run does nothing.
+temporary name and renamed; a journal records finished frames with the size of every file written,
+so an interrupted run resumes where it stopped, a repeated run does nothing, and a file that was
+damaged or removed since (its size changed) has its frame redone. A full disk ends the run with one
+line saying how much more space the remaining frames need; the next run continues.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ from segkit.io import (
     DataError,
     claim_output_dir,
     decode_image,
+    disk_full_error,
+    is_disk_full,
     read_label_png,
+    remove_partials,
     sha256,
     write_bytes,
     write_json,
@@ -111,6 +116,13 @@ class Source:
             raise DataError(f"{self.path}: image without label or label without image: {shown}")
         return [Frame(split, city, stem, files["leftImg8bit"], files["gtFine_labelIds"])
                 for (split, city, stem), files in sorted(found.items())]
+
+    def size(self, name: str) -> int:
+        """The byte size of one member or file (uncompressed)."""
+        if self.kind == "folder":
+            return (self.path / name).stat().st_size
+        zip_name = layout.IMAGES_ZIP if name.startswith(layout.IMAGE_DIR) else layout.LABELS_ZIP
+        return self._zip(zip_name).getinfo(name).file_size
 
     def read(self, name: str) -> bytes:
         """The bytes of one member or file, with errors that name the zip and member."""
@@ -198,6 +210,10 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, *, subset: str | 
             progress: bool = True) -> dict:
     """Prepare the selected frames of ``source`` into ``out``; return the manifest.
 
+    The returned manifest also says how many frames were converted now (``prepared_now``) and how many of
+    those an earlier run had finished but whose files were missing or had changed size since
+    (``redone``). A full disk raises ``DataError`` naming ``out`` and the space still needed.
+
     Args:
         source: folder with the two official zips, or an extracted root (leftImg8bit/, gtFine/).
         out: output folder; must be new or empty, or hold an earlier run with the same options.
@@ -215,21 +231,45 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, *, subset: str | 
     out = Path(out)
     options = {"source": src.describe(), "selection": selection,
                "size": list(size) if size else None, "resample": resample}
-    claim_output_dir(out, MARKER, options)
-    done = _read_journal(out / JOURNAL, out)
-    todo = [f for f in frames if f.stem not in done]
+    done: dict[str, dict] = {}
     started = time.perf_counter()
-    with _frame_results(src, out, size, resample, todo, workers) as results, \
-            open(out / JOURNAL, "a") as journal:
-        for record in tqdm(results, total=len(todo), desc="prepare", unit="frame",
-                           disable=not progress):
-            journal.write(json.dumps(record) + "\n")
-            journal.flush()
-            done[record["stem"]] = record
+    try:
+        claim_output_dir(out, MARKER, options)
+        done, redone = _read_journal(out / JOURNAL, out)
+        todo = [f for f in frames if f.stem not in done]
+        if todo:  # a finished copy being repaired must not read as finished until it is again
+            (out / MANIFEST).unlink(missing_ok=True)
+        with _frame_results(src, out, size, resample, todo, workers) as results, \
+                open(out / JOURNAL, "a") as journal:
+            for record in tqdm(results, total=len(todo), desc="prepare", unit="frame",
+                               disable=not progress):
+                journal.write(json.dumps(record) + "\n")
+                journal.flush()
+                done[record["stem"]] = record
+        manifest = _manifest(options, [done[f.stem] for f in frames])
+        write_json(out / MANIFEST, manifest)
+    except OSError as error:
+        if not is_disk_full(error, out, 0):
+            raise
+        if out.is_dir():
+            remove_partials(out)  # files that stopped workers left half-written: their space back
+        raise _disk_full(out, src, frames, done) from error
     seconds = time.perf_counter() - started
-    manifest = _manifest(options, [done[f.stem] for f in frames])
-    write_json(out / MANIFEST, manifest)
-    return {**manifest, "prepared_now": len(todo), "seconds": seconds}
+    return {**manifest, "prepared_now": len(todo), "redone": redone, "seconds": seconds}
+
+
+def _disk_full(out: Path, src: Source, frames: list[Frame], done: dict[str, dict]
+               ) -> DataError:
+    """The one-line error for a full disk, with the space the frames not yet written need: the mean
+    size of the frames written so far times those left (before any, from the sources' sizes)."""
+    left = [f for f in frames if f.stem not in done]
+    written = [sum(r["sizes"].values()) for r in done.values() if "sizes" in r]
+    if not written:  # nothing written yet: a frame's files are about its image and two labels
+        written = [src.size(f.image) + 2 * src.size(f.label) for f in left[:8]]
+    needed = round(sum(written) / max(1, len(written)) * len(left))
+    return disk_full_error(out, f"{len(left)} of {len(frames)} frames still to write", needed,
+                           "free some space (or choose --out on a larger disk) and run the same "
+                           "command again: it continues where it stopped")
 
 
 class _frame_results:
@@ -277,18 +317,19 @@ def _convert_frame(args) -> dict:
         layout.label_path(out, frame.split, frame.city, frame.stem, layout.TRAIN_IDS_SUFFIX):
             (None, train_ids, False),
     }
-    files = {path.relative_to(out).as_posix(): _write_file(path, *spec)
-             for path, spec in outputs.items()}
-    return {**asdict(frame), "files": files,  # (19 + 1,): the classes, then ignore
-            "class_pixels": labels.label_histogram([train_ids]).tolist()}
+    written = {path.relative_to(out).as_posix(): _write_file(path, *spec)
+               for path, spec in outputs.items()}
+    return {**asdict(frame), "files": {name: sha256(data) for name, data in written.items()},
+            "sizes": {name: len(data) for name, data in written.items()},
+            "class_pixels": labels.label_histogram([train_ids]).tolist()}  # the classes, then ignore
 
 
-def _write_file(path: Path, data: bytes | None, array: np.ndarray, photo: bool) -> str:
-    """Write the source bytes when unchanged, else encode ``array``; return the file's digest."""
+def _write_file(path: Path, data: bytes | None, array: np.ndarray, photo: bool) -> bytes:
+    """Write the source bytes when unchanged, else encode ``array``; return the bytes written."""
     if data is not None:
         write_bytes(path, data)
-        return sha256(data)
-    return sha256(write_png(path, array, photo=photo))
+        return data
+    return write_png(path, array, photo=photo)
 
 
 def _where(src: Source, name: str) -> str:
@@ -299,19 +340,42 @@ def _where(src: Source, name: str) -> str:
     return f"{src.path / zip_name}:{name}"
 
 
-def _read_journal(path: Path, out: Path) -> dict[str, dict]:
-    """Records of frames an earlier run finished whose files are all still there."""
+def _read_journal(path: Path, out: Path) -> tuple[dict[str, dict], int]:
+    """Records of frames an earlier run finished whose files are all still intact, and how many
+    recorded frames are not (their files missing or changed: to be redone)."""
     if not path.exists():
-        return {}
-    done = {}
+        return {}, 0
+    records = {}
     for line in path.read_text().splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by an interruption: that frame is simply redone
-        if all((out / name).is_file() for name in record["files"]):
-            done[record["stem"]] = record
-    return done
+        records[record["stem"]] = record  # a frame redone later: its latest record counts
+    done = {stem: record for stem, record in records.items() if _intact(out, record)}
+    return done, len(records) - len(done)
+
+
+def _intact(out: Path, record: dict) -> bool:
+    """Whether every file of a journal record is there with the size it was written with.
+
+    Files are renamed into place only once complete, so what damages one afterwards is a copy or a
+    disk cut short, or an emptied file: a size check (one ``stat`` per file) catches those on every
+    re-run without reading the whole copy again. Records of older versions, without sizes, are
+    checked against their SHA-256.
+    """
+    sizes = record.get("sizes")
+    for name, digest in record["files"].items():
+        try:
+            if sizes is None:
+                intact = sha256((out / name).read_bytes()) == digest
+            else:
+                intact = (out / name).stat().st_size == sizes[name]
+        except (OSError, KeyError):
+            return False
+        if not intact:
+            return False
+    return True
 
 
 def read_manifest(root: str | os.PathLike) -> dict | None:

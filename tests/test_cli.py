@@ -326,3 +326,16 @@ def test_user_mistakes_are_one_line_errors(one_epoch_run, prepared_root, tmp_pat
     assert code == 2 and expected[case] in err and "Traceback" not in err
     assert "<_io.BytesIO" not in err
     assert not (tmp_path / "tb").exists()  # a refused start leaves no TensorBoard file
+
+
+def test_backbone_lr_flag_reaches_the_config(monkeypatch):
+    from types import SimpleNamespace
+
+    from segkit import training
+
+    given = {}
+    monkeypatch.setattr(training, "train", lambda model, **kwargs: given.update(kwargs)
+                        or SimpleNamespace(stop=None))
+    assert main(["train", "-m", "deeplab", "--backbone-lr", "0.5", "--quiet"]) == 0
+    assert given["backbone_lr"] == 0.5
+    assert training.train_config("deeplab", profile="ci", backbone_lr=0.5).backbone_lr == 0.5

@@ -1,5 +1,8 @@
+import errno
 import json
 import math
+import re
+import signal
 
 import pytest
 import torch
@@ -147,9 +150,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     state = fit(small_fcn(), train_loader, val_loader, config(epochs=1), [Checkpointer(tmp_path)])
     before = (tmp_path / "last.pt").read_bytes()
 
-    def crash(obj, path):
-        with open(path, "wb") as f:
-            f.write(b"half a checkpoint")
+    def crash(obj, file):
+        file.write(b"half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
@@ -157,6 +159,102 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         checkpoints.save_checkpoint(tmp_path / "last.pt", state)
     assert (tmp_path / "last.pt").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
+TORCH_ZIP_FULL = "[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"
+
+
+def full_disk(monkeypatch, error, free=5_000_000):
+    """``torch.save`` writes half a file then fails with ``error``; the disk reports ``free`` bytes."""
+    import shutil
+
+    def save(obj, file):
+        file.write(b"PK half a checkpoint")
+        raise error
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, free))
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
+                                   RuntimeError(TORCH_ZIP_FULL)], ids=["ENOSPC", "torch-zip"])
+def test_a_full_disk_stops_training_in_one_line_and_the_run_continues_after(tmp_path, monkeypatch,
+                                                                            error):
+    train_loader, val_loader = loaders()
+    fit(small_fcn(), train_loader, val_loader, config(epochs=1), [Checkpointer(tmp_path)])
+    before = (tmp_path / "last.pt").read_bytes()
+    full_disk(monkeypatch, error)
+    with pytest.raises(DataError) as info:  # epoch 2 trains, then cannot be saved: no epoch 3
+        fit(small_fcn(), train_loader, val_loader, config(epochs=3), [Checkpointer(tmp_path)],
+            resume=tmp_path / "last.pt")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{tmp_path}: the disk is full: writing last.pt")
+    assert re.search(r"about \d+\.\d MB needed, 5\.0 MB free there", message), message
+    assert "training stopped rather than go on unsaved" in message and "with -c" in message
+    assert (tmp_path / "last.pt").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no partial
+    monkeypatch.undo()
+    state = fit(small_fcn(), train_loader, val_loader, config(epochs=3), [Checkpointer(tmp_path)],
+                resume=tmp_path / "last.pt")
+    assert [row["epoch"] for row in state.history] == [1, 2, 3]
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+
+
+def test_a_failed_save_with_space_to_spare_is_not_called_a_full_disk(tmp_path, monkeypatch):
+    state = fit(TinyNet(), DataLoader(BlockScenes(count=4, transforms=eval_transforms()), batch_size=4),
+                None, config(epochs=1))
+    state.model.segkit_name, state.model.segkit_options = "my_fcn", {}
+    full_disk(monkeypatch, RuntimeError(TORCH_ZIP_FULL), free=10**9)
+    with pytest.raises(RuntimeError, match="inline_container"):
+        checkpoints.save_checkpoint(tmp_path / "last.pt", state)
+    assert not list(tmp_path.iterdir())
+
+
+KILLED_MID_SAVE = """
+import os, signal, sys
+import torch
+from segkit import checkpoints, engine
+from segkit.config import TrainConfig
+from segkit.models import build_model
+
+def killed(obj, file):  # as a SIGKILL (or a power cut) half-way through writing
+    file.write(b"PK half a checkpoint")
+    file.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+last = sys.argv[1]
+saved = checkpoints.load_checkpoint(last)
+model = build_model(saved["model_name"], **saved["model_options"])
+config = TrainConfig.from_dict(saved["config"])
+optimizer = engine.build_optimizer(model, config)
+state = engine.FitState(model, config, optimizer, engine.build_scheduler(optimizer, config, 1),
+                        torch.amp.GradScaler("cpu", enabled=False), torch.device("cpu"), 19)
+checkpoints.restore(state, last)
+torch.save = killed
+checkpoints.save_checkpoint(last, state)
+"""
+
+
+def test_a_save_killed_half_way_keeps_last_pt_and_continue_goes_on_from_it(prepared_root, tmp_path):
+    import subprocess
+    import sys
+
+    from segkit.training import train
+
+    out = tmp_path / "ck"
+    run = {"profile": "ci", "data": prepared_root, "out": out, "log_dir": tmp_path / "tb",
+           "progress": False}
+    train("my_fcn", **run, epochs=1, max_iters=1)
+    before = (out / "last.pt").read_bytes()
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_SAVE, str(out / "last.pt")],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (out / "last.pt").read_bytes() == before
+    assert len(list(out.glob(".last.pt.*.partial"))) == 1
+    state = train("my_fcn", **run, resume=True, epochs=2)
+    assert state.epoch == 2 and [row["epoch"] for row in state.history] == [1, 2]
+    assert not list(out.glob("*.partial"))
+    assert load_checkpoint(out / "last.pt")["epoch"] == 2
 
 
 class Payload:
@@ -255,7 +353,11 @@ def test_schedulers(scheduler, check):
 
 def test_bf16_autocast_on_cpu_trains():
     train_loader, val_loader = loaders()
-    state = fit(small_fcn(), train_loader, val_loader, config(epochs=1, amp="bf16"))
+    model, seen = small_fcn(), set()
+    first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    first_conv.register_forward_hook(lambda module, args, out: seen.add((module.training, out.dtype)))
+    state = fit(model, train_loader, val_loader, config(epochs=1, amp="bf16"))
+    assert seen == {(True, torch.bfloat16), (False, torch.bfloat16)}  # training and validation
     assert math.isfinite(state.history[0]["train_loss"])
     assert runtime.autocast_dtype("auto", torch.device("cpu")) is None
     assert runtime.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
@@ -389,6 +491,53 @@ def test_weight_decay_spares_biases_and_norms():
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
 
 
+def deeplab_with_a_loaded_backbone(tmp_path):
+    """DeepLabV3+ (MobileNetV3) whose backbone weights are loaded from a file, as ImageNet's are."""
+    import torchvision
+
+    torch.save(torchvision.models.mobilenet_v3_large().state_dict(), tmp_path / "mnv3.pth")
+    return build_model("deeplab", backbone="mobilenet_v3_large",
+                       pretrained_backbone=tmp_path / "mnv3.pth")
+
+
+def group_lrs(optimizer):
+    return [group["lr"] for group in optimizer.param_groups]
+
+
+def test_a_pretrained_backbone_learns_at_a_fraction_of_the_rate_all_along(tmp_path):
+    model = deeplab_with_a_loaded_backbone(tmp_path)
+    assert model.backbone.pretrained
+    cfg = config(lr=1e-3, backbone_lr=0.1, weight_decay=0.01, epochs=2, warmup_iters=2)
+    optimizer = engine.build_optimizer(model, cfg)
+    # the rest (decay, no decay), then the backbone (decay, no decay)
+    assert group_lrs(optimizer) == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0, 0.01, 0.0]
+    backbone = {id(p) for p in model.backbone.parameters()}
+    for index, group in enumerate(optimizer.param_groups):
+        assert all((id(p) in backbone) == (index >= 2) for p in group["params"]), index
+        assert all((p.ndim >= 2) == (index % 2 == 0) for p in group["params"]), index
+    assert sorted(id(p) for g in optimizer.param_groups for p in g["params"]) == sorted(
+        id(p) for p in model.parameters())
+    schedule = engine.build_scheduler(optimizer, cfg, steps_per_epoch=5)
+    for _ in range(7):  # through the warm-up and into the poly decay
+        optimizer.step()
+        schedule.step()
+        head, _, body, _ = group_lrs(optimizer)
+        assert 0 < head <= 1e-3 and body == pytest.approx(0.1 * head)
+    same = engine.build_optimizer(model, cfg.replace(backbone_lr=1.0))
+    assert group_lrs(same) == pytest.approx([1e-3] * 4)
+
+
+def test_a_backbone_without_loaded_weights_learns_at_the_full_rate_in_the_same_groups():
+    model = build_model("deeplab", backbone="mobilenet_v3_large")  # random init, as after a fallback
+    assert not model.backbone.pretrained
+    optimizer = engine.build_optimizer(model, config(lr=1e-3, backbone_lr=0.1))
+    assert group_lrs(optimizer) == pytest.approx([1e-3] * 4)
+    assert len(engine.build_optimizer(small_fcn(), config()).param_groups) == 2  # no backbone
+    with pytest.raises(ValueError, match="backbone_lr"):
+        config(backbone_lr=0.0)
+
+
 class SeesDtypes(TinyNet):
     """Records the dtype of the first layer's output in training: the proof that autocast ran."""
 
@@ -408,9 +557,12 @@ class SeesDtypes(TinyNet):
 def test_mixed_precision_really_runs_in_fit(amp, dtype):
     model = SeesDtypes()
     data = DataLoader(BlockScenes(count=4, transforms=eval_transforms()), batch_size=2)
+    start = [p.detach().clone() for p in model.parameters()]
     state = fit(model, data, None, config(epochs=1, amp=amp))
     assert model.seen == {dtype} and math.isfinite(state.history[0]["train_loss"])
     assert state.scaler.is_enabled() == (amp == "fp16")  # fp16 needs loss scaling, bf16 does not
+    assert all(p.isfinite().all() for p in model.parameters())
+    assert any(not torch.equal(p, s) for p, s in zip(model.parameters(), start, strict=True))
 
 
 def test_gradient_clipping_bounds_the_step():
@@ -426,6 +578,28 @@ def test_gradient_clipping_bounds_the_step():
     assert moved[1] <= 1e-3 * 1.0001 < moved[0]  # one SGD step of lr 1: the step is the gradient
 
 
+def test_gradient_clipping_sees_the_unscaled_gradients_under_fp16(monkeypatch):
+    """With loss scaling, clipping the scaled gradients would clip 65536 times too hard."""
+    seen = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def spy(parameters, max_norm, **kwargs):
+        parameters = list(parameters)
+        seen.append((max_norm, float(torch.linalg.vector_norm(
+            torch.cat([p.grad.flatten() for p in parameters if p.grad is not None])))))
+        return clip(parameters, max_norm, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    data = DataLoader(BlockScenes(count=2, transforms=eval_transforms()), batch_size=2)
+    settings = config(epochs=1, optimizer="sgd", scheduler="none", warmup_iters=0, grad_clip=0.5)
+    fit(TinyNet(), data, None, settings.replace(amp="off"))
+    state = fit(TinyNet(), data, None, settings.replace(amp="fp16"))
+    assert state.scaler.is_enabled() and state.scaler.get_scale() > 1
+    (clip_off, norm_off), (clip_fp16, norm_fp16) = seen
+    assert clip_off == clip_fp16 == 0.5
+    assert norm_fp16 == pytest.approx(norm_off, rel=0.05)
+
+
 def test_channels_last_runs_inside_fit():
     class SeesLayout(TinyNet):
         def forward(self, x):
@@ -435,11 +609,28 @@ def test_channels_last_runs_inside_fit():
     data = DataLoader(BlockScenes(count=4, transforms=eval_transforms()), batch_size=2)
     state = fit(SeesLayout(), data, None, config(epochs=1, channels_last=True))
     assert state.step == 2
+    convs = [m for m in state.model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+
+
+class CountBatches(Callback):
+    def __init__(self):
+        self.per_epoch = []
+
+    def on_fit_start(self, state):
+        self.per_epoch.append(0)
+
+    def on_batch_end(self, state):
+        self.per_epoch[-1] += 1
+
+    def on_epoch_end(self, state):
+        self.per_epoch.append(0)
 
 
 def test_val_every_and_max_iters():
     train_loader, val_loader = loaders(batch_size=2)  # 4 batches an epoch
+    batches = CountBatches()
     state = fit(TinyNet(), train_loader, val_loader, config(epochs=4, val_every=2, max_iters=3,
-                                                            batch_size=2))
-    assert state.step == 4 * 3
+                                                            batch_size=2), [batches])
+    assert batches.per_epoch == [3, 3, 3, 3, 0] and state.step == 4 * 3
     assert ["val_miou" in row for row in state.history] == [False, True, False, True]

@@ -316,6 +316,7 @@ def test_pretrained_backbone_from_a_local_file(tmp_path: Path, no_download) -> N
     torch.save(state_dict, tmp_path / "mnv3.pth")
     model = build_model("deeplab", backbone=BACKBONE, pretrained_backbone=tmp_path / "mnv3.pth")
     assert_backbone_holds(model, state_dict)
+    assert model.backbone.pretrained and not build_fast("deeplabv3plus").backbone.pretrained
     assert not torch.equal(build_fast("deeplabv3plus").backbone["0"][0].weight,
                            model.backbone["0"][0].weight)  # random init would differ
     assert not no_download
@@ -371,6 +372,7 @@ def test_allow_random_init_warns_and_continues(hub_dir: Path, no_download) -> No
         model = build_model("deeplab", backbone=BACKBONE, pretrained_backbone=True,
                             allow_random_init=True)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 19, 32, 32)
+    assert not model.backbone.pretrained  # so it learns at the full rate (engine.build_optimizer)
 
 
 def test_offline_fallback_tries_the_download_once_and_says_so_in_one_line(hub_dir: Path, no_download) -> None:

@@ -99,6 +99,85 @@ def test_rerun_is_idempotent(synthetic_source, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == before
 
 
+def test_rerun_redoes_a_frame_whose_file_was_damaged(synthetic_source, tmp_path, capsys):
+    out = tmp_path / "out"
+    first = prepare.prepare(synthetic_source, out, progress=False)
+    image = layout.image_path(out, "train", "hamburg", STEM)
+    good = image.read_bytes()
+    os.truncate(image, 100)  # a copy or a disk cut short
+    assert main(["prepare", "--source", str(synthetic_source), "--out", str(out), "--quiet"]) == 0
+    assert "1 converted now, 1 of them redone" in capsys.readouterr().out
+    assert image.read_bytes() == good
+    with Image.open(image) as decoded:
+        decoded.load()
+    again = prepare.prepare(synthetic_source, out, progress=False)
+    assert again["prepared_now"] == again["redone"] == 0 and again["files"] == first["files"]
+
+
+def test_a_repair_cut_short_leaves_the_copy_unfinished_and_old_journals_are_checked_by_hash(
+        synthetic_source, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    prepare.prepare(synthetic_source, out, progress=False)
+    journal = out / prepare.JOURNAL
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    journal.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "sizes"}) + "\n"
+                               for r in records))  # as an earlier segkit wrote it
+    assert prepare.prepare(synthetic_source, out, progress=False)["prepared_now"] == 0
+    image = layout.image_path(out, "train", "hamburg", STEM)
+    image.write_bytes(image.read_bytes()[::-1])  # same size, other bytes
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare, "_convert_frame", interrupted)  # the repair is killed at once
+    with pytest.raises(KeyboardInterrupt):
+        prepare.prepare(synthetic_source, out, progress=False)
+    with pytest.raises(DataError, match="did not finish here"):
+        prepare.check_finished(out)
+    monkeypatch.undo()
+    assert prepare.prepare(synthetic_source, out, progress=False)["redone"] == 1
+    prepare.check_finished(out)
+
+
+def no_space_after(monkeypatch, writes):
+    """Files fail half-written with ENOSPC after ``writes`` good ones; the disk reports 5 KB free."""
+    import errno
+    import pathlib
+
+    real, count = pathlib.Path.write_bytes, []
+
+    def write_bytes(path, data):
+        if len(count) == writes:
+            real(path, data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        count.append(path)
+        return real(path, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", write_bytes)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 5000))
+
+
+def test_a_full_disk_is_one_line_with_the_space_needed_and_the_rerun_continues(
+        synthetic_source, tmp_path, monkeypatch, capsys):
+    reference = prepare.prepare(synthetic_source, tmp_path / "reference", subset="full",
+                                progress=False)
+    out = tmp_path / "out"
+    no_space_after(monkeypatch, writes=1 + 3 * 4)  # the run marker, then 4 frames of 3 files
+    assert main(["prepare", "--source", str(synthetic_source), "--out", str(out), "--subset", "full",
+                 "--workers", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{out}: the disk is full: 5 of 9 frames still to write: about " in err
+    assert "5.0 KB free there" in err and "run the same command again" in err
+    per_frame = sum(sum(r["sizes"].values()) for r in prepare._read_journal(
+        out / prepare.JOURNAL, out)[0].values()) / 4
+    assert f"about {per_frame * 5 / 1000:.1f} KB needed" in err
+    assert not list(out.rglob("*.partial")) and not (out / "manifest.json").exists()
+    monkeypatch.undo()
+    resumed = prepare.prepare(synthetic_source, out, subset="full", progress=False)
+    assert resumed["prepared_now"] == 5 and resumed["files"] == reference["files"]
+
+
 def test_interrupted_run_resumes_to_the_same_result(synthetic_source, tmp_path, monkeypatch):
     reference = prepare.prepare(synthetic_source, tmp_path / "reference", subset="full",
                                 progress=False)

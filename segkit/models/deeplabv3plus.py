@@ -150,14 +150,15 @@ def init_backbone_weights(
     backbone: str,
     pretrained: bool | str | os.PathLike | None,
     allow_random_init: bool,
-) -> None:
-    """Load ``pretrained`` (False/None, True/"imagenet" or a .pth path) into classifier ``net``.
+) -> bool:
+    """Load ``pretrained`` (False/None, True/"imagenet" or a .pth path) into classifier ``net``;
+    return whether weights were loaded.
 
     An explicit file that is missing or does not fit always raises: a typo must not silently train
     from scratch. ``allow_random_init`` only covers ImageNet weights that cannot be obtained.
     """
     if pretrained is None or pretrained is False:
-        return
+        return False
     if pretrained is True or pretrained == "imagenet":
         weights = IMAGENET_WEIGHTS[backbone]
         try:
@@ -174,13 +175,13 @@ def init_backbone_weights(
                 PretrainedWeightsWarning,
                 stacklevel=2,
             )
-            return
+            return False
         _load_backbone_weights(net, state_dict, f"ImageNet weights file {hub_cache_path(weights)}")
-        return
+        return True
     if isinstance(pretrained, str | os.PathLike):
         path = Path(pretrained).expanduser()
         _load_backbone_weights(net, _read_state_dict_file(path), f"pretrained_backbone file {path}")
-        return
+        return True
     raise TypeError(
         f"pretrained_backbone must be False, True, 'imagenet' or a path, not {pretrained!r}"
     )
@@ -258,13 +259,17 @@ def make_backbone(
     allow_random_init: bool = False,
     checkpointed: bool = False,
 ) -> tuple[Backbone, int, int]:
-    """The feature extractor, its low-level (stride 4) channels and its deepest channels."""
+    """The feature extractor, its low-level (stride 4) channels and its deepest channels.
+
+    The extractor's ``pretrained`` attribute says whether it holds loaded weights (the optimizer
+    gives those a lower learning rate).
+    """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {list(BACKBONES)}")
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16, not {output_stride!r}")
     net = _classification_net(backbone, output_stride)
-    init_backbone_weights(net, backbone, pretrained, allow_random_init)
+    loaded = init_backbone_weights(net, backbone, pretrained, allow_random_init)
     if backbone == "mobilenet_v3_large":
         body = net.features
         # First block of each stage, found as torchvision's _deeplabv3_mobilenetv3 does:
@@ -277,6 +282,7 @@ def make_backbone(
         body, low, out = net, "layer1", "layer4"
         stages = ("layer1", "layer2", "layer3", "layer4")
     features = Backbone(body, low, out, checkpointed=stages if checkpointed else ())
+    features.pretrained = loaded
     return features, *_CHANNELS[backbone]
 
 
