@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from segkit import __version__, labels
-from segkit.bench import measure_step
+from segkit.bench import measure_step, resolve_channels_last
 from segkit.callbacks import Checkpointer
 from segkit.checkpoints import model_from_checkpoint
 from segkit.config import Profile, TrainConfig, get_profile, profile_config
@@ -135,6 +135,7 @@ def train_model(course: Course, model: str, *, live: bool = True, **changes: Any
     config = course.config(model, **changes)
     if "pretrained_backbone" in config.model_options:  # a course goes on without the download
         config = config.replace(model_options={**config.model_options, "allow_random_init": True})
+    config = resolve_channels_last(config, course.device)
     print(f"{config.model}, profile {course.profile.name}: {config.summary()}")
     seed_everything(config.seed)
     train_loader, val_loader = build_loaders(course.data, config)

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from segkit import distributed, labels
+from segkit.bench import resolve_channels_last
 from segkit.callbacks import Checkpointer, PrintMetrics, ProgressBar, TensorBoardLogger
 from segkit.checkpoints import load_checkpoint, model_from_checkpoint
 from segkit.config import TrainConfig, describe_profile, get_profile, profile_config
@@ -23,7 +24,7 @@ from segkit.metrics import format_categories, format_table
 from segkit.models import build_model
 from segkit.models.registry import resolve_name
 from segkit.prepare import check_finished, read_manifest
-from segkit.runtime import cap_gpu_memory, gpu_memory_gib, resolve_device, seed_everything
+from segkit.runtime import cap_gpu_memory, describe_precision, gpu_memory_gib, resolve_device, seed_everything
 from segkit.transforms import eval_transforms
 
 
@@ -80,6 +81,7 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
         if auto_batch:
             batch, batch_note = auto_batch_size(config)
             config = config.replace(batch_size=batch)
+        config = resolve_channels_last(config, resolve_device(config.device))
         train_loader, val_loader = build_loaders(root, config)
         net = distributed.main_process_first(lambda: _build_model(config))  # weights made once
         observers = []
@@ -185,11 +187,13 @@ def probe_step(config: TrainConfig, device: torch.device, batch: int) -> None:
 def _print_header(net, config: TrainConfig, train_loader: DataLoader, val_loader: DataLoader,
                   profile: str, batch_note: str | None) -> None:
     params = sum(p.numel() for p in net.parameters())
+    device = resolve_device(config.device)
     print(f"training {config.model} ({params / 1e6:.2f} M parameters) on {config.data}: "
           f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val frames; {profile}; "
           f"{config.summary(distributed.world_size())}"
-          f"{f' ({batch_note})' if batch_note else ''}; device {resolve_device(config.device)}; "
-          f"checkpoints in {config.out}, TensorBoard logs in {config.log_dir}", flush=True)
+          f"{f' ({batch_note})' if batch_note else ''}; device {device}, "
+          f"{describe_precision(config.amp, device)}; checkpoints in {config.out}, "
+          f"TensorBoard logs in {config.log_dir}", flush=True)
 
 
 def test(checkpoint: str | os.PathLike, *, model: str | None = None,
