@@ -527,9 +527,10 @@ def resolve_channels_last(config: TrainConfig, device: torch.device, steps: int 
     chosen = distributed.first_set(seconds[True] < seconds[False])
     faster, slower = sorted(seconds.values())
     if distributed.is_main_process():
-        print(f"channels_last: {'on' if chosen else 'off'} ({slower / faster:.2f}x faster than "
-              f"{'contiguous' if chosen else 'channels_last'}: {seconds[chosen]:.2f} s vs "
-              f"{seconds[not chosen]:.2f} s a step, measured on {device})", flush=True)
+        print(f"channels_last: {'on' if chosen else 'off'} ({'' if chosen else 'contiguous '}"
+              f"{slower / faster:.2f}x faster than {'contiguous' if chosen else 'channels_last'}: "
+              f"{seconds[chosen]:.2f} s vs {seconds[not chosen]:.2f} s a step, measured on {device})",
+              flush=True)
     return config.replace(channels_last=chosen)
 
 
