@@ -11,16 +11,20 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.utils import flop_counter
 from torch.utils.data import DataLoader, RandomSampler
 
+from segkit import distributed
+from segkit.config import TrainConfig
 from segkit.datasets import CityscapesSegmentation
 from segkit.labels import IGNORE_INDEX, NUM_CLASSES
 from segkit.losses import build_loss
 from segkit.metrics import ConfusionMatrix
 from segkit.models import build_model
+from segkit.models.registry import INIT_ONLY_OPTIONS
 from segkit.planner import peak_bytes
 from segkit.prepare import prepare
-from segkit.runtime import autocast_dtype, resolve_device
+from segkit.runtime import autocast_dtype, cpu_has_native_bf16, resolve_device
 from segkit.synthetic import generate
 from segkit.transforms import eval_transforms, train_transforms
 
@@ -219,15 +223,6 @@ def train_step(model: torch.nn.Module, images: Tensor, masks: Tensor, criterion,
     model.zero_grad(set_to_none=True)
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX; read from /proc/cpuinfo)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def variants(device: torch.device, bf16: bool | None = None) -> dict[str, tuple[bool, torch.dtype | None]]:
     """Variant name -> (channels_last, autocast dtype) worth measuring on ``device``.
 
@@ -240,6 +235,79 @@ def variants(device: torch.device, bf16: bool | None = None) -> dict[str, tuple[
     elif bf16 or (bf16 is None and cpu_has_native_bf16()):
         choices["bf16"] = (False, torch.bfloat16)
     return choices
+
+
+def _conv_backward_flop(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed,
+                        output_padding, groups, output_mask, out_shape=None, **kwargs) -> int:
+    """torch's count of a convolution's backward, with grouped convolutions counted right.
+
+    torch counts a grouped convolution's weight gradient as if the convolution were dense:
+    ``groups`` times too many FLOPs (with MobileNetV3's depthwise convolutions, DeepLabV3+ counted
+    1.78x the FLOPs of its training step). Its input gradient and its weight gradient each cost
+    what its forward does, and so they are counted here.
+    """
+    if groups == 1:
+        return flop_counter.conv_backward_flop(grad_out_shape, x_shape, w_shape, bias, stride, padding,
+                                               dilation, transposed, output_padding, groups,
+                                               output_mask, out_val=out_shape, **kwargs)
+    forward = flop_counter.conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+def step_flops(model: torch.nn.Module, images: Tensor, masks: Tensor, criterion) -> int:
+    """FLOPs of one forward + backward pass of ``model`` on ``images`` (N, 3, H, W), as
+    ``torch.utils.flop_counter.FlopCounterMode`` counts them (matmuls and convolutions, two FLOPs
+    per multiply-add), but with grouped convolutions' backward counted right (``_conv_backward_flop``).
+    """
+    counter = flop_counter.FlopCounterMode(
+        display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
+    with counter:
+        criterion(model(images).float(), masks).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def model_step_flops(name: str, size: tuple[int, int], batch_size: int, **options) -> int:
+    """FLOPs of one training step (forward + backward) of model ``name`` at ``size`` (W, H) and
+    ``batch_size``, counted on a batch of two and scaled: every counted FLOP grows with the batch."""
+    torch.manual_seed(0)
+    model = build_model(name, **options).train()
+    counted = min(batch_size, 2)  # batch norm in training needs two values per channel
+    width, height = size
+    images = torch.randn(counted, 3, height, width)
+    masks = torch.randint(0, NUM_CLASSES, (counted, height, width))
+    return step_flops(model, images, masks, build_loss("ce")) * batch_size // counted
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``fp32`` for None, ``bf16`` or ``fp16``."""
+    return {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype | None = None, n: int | None = None,
+                  repeats: int = 5) -> float:
+    """This machine's measured matmul peak: GFLOP/s of an ``n`` x ``n`` matmul in ``dtype`` (fp32
+    when None) on ``device``, best of ``repeats`` after a warm-up (n: 2048 on the CPU, 8192 on CUDA).
+
+    On CUDA the fp32 matmul may use TF32 exactly when cuDNN's convolutions do (torch's default lets
+    convolutions use it, not matmuls), so that fp32 training steps are compared with what they get.
+    """
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
+    b = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
+
+    def run() -> None:
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        seconds = _best_time(run, repeats)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    return 2 * n**3 / seconds / 1e9
 
 
 def measure_step(name: str, size: tuple[int, int], batch_size: int, device: torch.device,
@@ -270,29 +338,47 @@ def bench_train(*, models: Sequence[str] = ("my_fcn", "unet", "deeplabv3plus"),
                 sizes: Sequence[tuple[int, int]] = ((256, 128), (512, 256)), batch_size: int = 8,
                 repeats: int = 1, device: str = "auto", full: bool = False,
                 bf16: bool | None = None) -> dict:
-    """Training-step throughput and peak memory per model, size and variant, plus the confusion
-    matrix benchmark; on CUDA also DeepLabV3+ R101 at 2048×1024 (batch 2, AMP, checkpointing).
+    """Training-step throughput, GFLOP/s against the measured matmul peak, and peak memory per
+    model, size and variant, plus the confusion matrix benchmark; on CUDA also DeepLabV3+ R101 at
+    2048×1024 (batch 2, AMP, checkpointing).
 
-    On the CPU, DeepLabV3+ runs only at the smallest size unless ``full`` (it alone would take
-    minutes). ``bf16``: measure CPU bf16 autocast (default: only with native bf16 support).
-    Prints a table and returns the figures.
+    A step's FLOPs are counted once per model and size (``model_step_flops``); its GFLOP/s are
+    compared with ``matmul_gflops`` in the step's precision, measured in the same run. The figures
+    ``{model}_gflops`` and ``{model}_peak_fraction`` are those of the fp32 variant at the smallest
+    size (the one every model runs). On the CPU, DeepLabV3+ runs only at the smallest size unless
+    ``full`` (it alone would take minutes). ``bf16``: measure CPU bf16 autocast (default: only with
+    native bf16 support). Prints a table and returns the figures.
     """
     run_device = resolve_device(device)
     figures: dict = {"machine": machine(), "device": str(run_device), "batch_size": batch_size,
                      "steps": {}}
     if run_device.type == "cpu" and "bf16" not in variants(run_device, bf16):
         print("bf16 not measured: this CPU has no native bf16 (AVX512-BF16/AMX); --bf16 forces it")
+    dtypes = {dtype for _, dtype in variants(run_device, bf16).values()}
+    peaks = {precision_name(dtype): matmul_gflops(run_device, dtype) for dtype in dtypes}
+    figures["matmul_peak_gflops"] = peaks
+    print("matmul peak (best of 5): " + ", ".join(f"{name} {gflops:.1f} GFLOP/s"
+                                                  for name, gflops in sorted(peaks.items())), flush=True)
     for name in models:
         for size in sizes:
             if name == "deeplabv3plus" and run_device.type == "cpu" and not full \
                     and size != min(sizes):
                 continue
+            flops = model_step_flops(name, size, batch_size)
             for variant, (channels_last, dtype) in variants(run_device, bf16).items():
                 key = f"{name}@{size[0]}x{size[1]}/{variant}"
-                figures["steps"][key] = measure_step(name, size, batch_size, run_device,
-                                                     channels_last, dtype, repeats)
-                print(f"{key:<36} {figures['steps'][key]['img_per_s']:8.2f} img/s "
-                      f"{figures['steps'][key]['peak_mb']:9.0f} MB peak", flush=True)
+                step = measure_step(name, size, batch_size, run_device, channels_last, dtype, repeats)
+                step["gflop"] = flops / 1e9
+                step["gflops"] = step["gflop"] * step["img_per_s"] / batch_size
+                step["peak_fraction"] = step["gflops"] / peaks[precision_name(dtype)]
+                figures["steps"][key] = step
+                print(f"{key:<36} {step['img_per_s']:8.2f} img/s {step['peak_mb']:9.0f} MB peak "
+                      f"{step['gflops']:8.1f} GFLOP/s ({100 * step['peak_fraction']:4.1f} % of the "
+                      f"{precision_name(dtype)} matmul peak)", flush=True)
+        first = figures["steps"].get(f"{name}@{min(sizes)[0]}x{min(sizes)[1]}/fp32")
+        if first is not None:
+            figures[f"{name}_gflops"] = first["gflops"]
+            figures[f"{name}_peak_fraction"] = first["peak_fraction"]
     if run_device.type == "cuda":
         figures["deeplab_r101_2048x1024_b2_amp_ckpt"] = measure_step(
             "deeplabv3plus", (2048, 1024), 2, run_device, True, autocast_dtype("auto", run_device),
@@ -381,6 +467,46 @@ def config_step(config, device: torch.device, batch_size: int | None = None) -> 
         optimizer.zero_grad(set_to_none=True)
 
     return step
+
+
+def resolve_channels_last(config: TrainConfig, device: torch.device, steps: int = 3) -> TrainConfig:
+    """``config`` with ``channels_last="auto"`` settled by measurement; other values unchanged.
+
+    Times ``steps`` optimizer steps of the config's model at its batch and crop size in each memory
+    layout (``config_step``, best of, after one warm-up step each; ImageNet weights are not loaded
+    for this) and keeps the faster as True or False, so that checkpoints record a bool and ``-c``
+    continues without measuring again. Under torchrun every process measures and all keep process
+    0's choice. Prints the choice and both times in one line.
+    """
+    if config.channels_last != "auto":
+        return config
+    options = {k: v for k, v in config.model_options.items() if k not in INIT_ONLY_OPTIONS}
+    seconds = {}
+    for layout in (False, True):
+        step = config_step(config.replace(channels_last=layout, model_options=options), device)
+        seconds[layout] = _best_time(_synchronized(step, device), steps)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    chosen = distributed.first_set(seconds[True] < seconds[False])
+    faster, slower = sorted(seconds.values())
+    if distributed.is_main_process():
+        print(f"channels_last: {'on' if chosen else 'off'} ({'' if chosen else 'contiguous '}"
+              f"{slower / faster:.2f}x faster than {'contiguous' if chosen else 'channels_last'}: "
+              f"{seconds[chosen]:.2f} s vs {seconds[not chosen]:.2f} s a step, measured on {device})",
+              flush=True)
+    return config.replace(channels_last=chosen)
+
+
+def _synchronized(step: Callable[[], None], device: torch.device) -> Callable[[], None]:
+    """``step``, waiting for a CUDA device to finish it (else its time is only the launch)."""
+    if device.type != "cuda":
+        return step
+
+    def run() -> None:
+        step()
+        torch.cuda.synchronize(device)
+
+    return run
 
 
 def _gpu_step_figures(config, device: torch.device, steps: int) -> dict[str, float]:

@@ -326,7 +326,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-weights", action="store_true",
                         help="weight classes by the training label histogram")
     parser.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: auto)")
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--channels-last", nargs="?", const="on", choices=("on", "off", "auto"),
+                        help="memory layout: on, off, or auto (time a few steps both ways, keep the "
+                             "faster); bare: on (default: the profile's)")
     parser.add_argument("--sync-bn", action="store_true",
                         help="under torchrun on GPUs: BatchNorm statistics over the global batch")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
@@ -380,8 +382,8 @@ def _run_train(args) -> int:
     changes = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if args.class_weights:
         changes["class_weights"] = True
-    if args.channels_last:
-        changes["channels_last"] = True
+    if args.channels_last is not None:
+        changes["channels_last"] = {"on": True, "off": False, "auto": "auto"}[args.channels_last]
     if args.sync_bn:
         changes["sync_bn"] = True
     state = train(args.model, profile=args.profile, data=args.data, out=args.out,

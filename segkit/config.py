@@ -51,8 +51,9 @@ class TrainConfig:
     loss: str = "ce"  # ce | focal
     gamma: float = 2.0  # focal loss focusing parameter
     class_weights: bool = False  # weight classes by the training label histogram
-    amp: str = "auto"  # auto (CUDA: fp16/bf16; CPU: off) | off | fp16 | bf16
-    channels_last: bool = False
+    amp: str = "auto"  # auto (bf16 where native; older GPUs fp16, other CPUs fp32) | off | fp16 | bf16
+    # True | False | "auto": time a few steps both ways before training, keep the faster (as a bool)
+    channels_last: bool | str = False
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics of the global batch
     accumulate: int = 1  # gradient accumulation steps per optimizer step
     grad_clip: float | None = None  # max gradient norm, None = no clipping
@@ -87,6 +88,8 @@ class TrainConfig:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         if not self.backbone_lr > 0:
             raise ValueError(f"backbone_lr is a factor of lr and must be positive, got {self.backbone_lr}")
+        if self.channels_last not in (True, False, "auto"):
+            raise ValueError(f"channels_last {self.channels_last!r}: choose True, False or 'auto'")
         if min(self.accumulate, self.batch_size, self.epochs, self.log_every, self.val_every) < 1:
             raise ValueError("epochs, batch_size, accumulate, log_every and val_every must be at least 1")
         if self.time_budget is not None and not self.time_budget > 0:
@@ -100,7 +103,8 @@ class TrainConfig:
             f" per process x {processes} processes = {self.batch_size * processes}" if processes > 1 else "")
         warmup = f", {self.warmup_iters} warm-up iters" if self.warmup_iters else ""
         loss = f"{'class-weighted ' if self.class_weights else ''}{self.loss}"
-        extras = [name for name, on in (("channels_last", self.channels_last),
+        extras = [name for name, on in (("channels_last", self.channels_last is True),
+                                        ("channels_last auto", self.channels_last == "auto"),
                                         ("deterministic", self.deterministic)) if on]
         if self.amp != "auto":
             extras.append(f"amp {self.amp}")
@@ -150,9 +154,9 @@ PROFILES = {
     # the thin classes that mIoU counts.
     "cpu": Profile("cpu", synth_size=(512, 256), synth_frames=48,
                    train={"size": (256, 128), "time_budget": 240.0, "batch_size": 4, "num_workers": 2,
-                          "lr": 2e-3, "scheduler": "linear", "warmup_iters": 20, "class_weights": True},
-                   per_model={"unet": {"channels_last": True},
-                              "deeplabv3plus": {"lr": 1e-3, "channels_last": True,
+                          "lr": 2e-3, "scheduler": "linear", "warmup_iters": 20, "class_weights": True,
+                          "channels_last": "auto"},
+                   per_model={"deeplabv3plus": {"lr": 1e-3,
                                                 "model_options": {"backbone": "mobilenet_v3_large",
                                                                   "pretrained_backbone": True}}}),
     "gpu": Profile("gpu", synth_size=(2048, 1024), synth_frames=200,

@@ -187,6 +187,9 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         The final ``FitState``; ``state.history`` holds one row of metrics per epoch and
         ``state.stop`` says why training ended early, if it did.
     """
+    if config.channels_last == "auto":
+        raise ValueError("channels_last='auto' is settled before fit, by measuring: pass the config "
+                         "through segkit.bench.resolve_channels_last(config, device) first")
     set_determinism(config.deterministic)
     seed_everything(config.seed)
     device = resolve_device(config.device)

@@ -35,6 +35,7 @@ from segkit.labels import NUM_CLASSES
 from segkit.losses import build_loss
 from segkit.models import build_model
 from segkit.models.registry import resolve_name
+from segkit.runtime import cpu_has_native_bf16
 
 GIB = 2**30
 DEFAULT_GPU_GIB = 6.0  # the original study's GTX 1660 Ti, when no GPU is visible
@@ -106,7 +107,9 @@ class _Line:
 def precision_of(config: TrainConfig, device_type: str = "cuda") -> str:
     """fp32, fp16 or bf16: the activations' precision ``config.amp`` gives on the device planned for."""
     if config.amp == "auto":
-        return "fp32" if device_type != "cuda" else "fp16"  # fp16 on cards without native bf16
+        if device_type == "cpu":
+            return "bf16" if cpu_has_native_bf16() else "fp32"
+        return "fp16" if device_type == "cuda" else "fp32"  # fp16 on cards without native bf16
     return {"off": "fp32"}.get(config.amp, config.amp)
 
 

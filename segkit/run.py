@@ -23,7 +23,7 @@ import torch
 from segkit import __version__
 from segkit.budget import format_duration
 from segkit.checkpoints import load_checkpoint, unwrap
-from segkit.config import TrainConfig
+from segkit.config import TrainConfig, profile_name
 from segkit.engine import Callback, FitState
 from segkit.io import DataError, atomic_write, remove_partials
 from segkit.models.registry import resolve_name
@@ -69,6 +69,16 @@ def set_aside(folder: Path) -> Path | None:
         target = folder.with_name(f"{folder.name}-{stamp}-{number}")
     folder.rename(target)
     return target
+
+
+def recorded_profile(folder: Path, given: str | None) -> str | None:
+    """The profile a run in ``folder`` was trained under (``run.json``), for ``-c``; another
+    ``given`` one is refused in one line."""
+    recorded = (read_record(folder) or {}).get("profile")
+    if given is not None and recorded is not None and profile_name(given) != recorded:
+        raise DataError(f"{folder}: -c continues the run as recorded, and it was trained with "
+                        f"--profile {recorded}, not {given}; drop --profile to continue it")
+    return recorded or given
 
 
 #: What ``-c`` may change: how the rest of a run is carried out, not what it learns from.

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from segkit import distributed, labels
+from segkit.bench import resolve_channels_last
 from segkit.callbacks import Checkpointer, PrintMetrics, ProgressBar, TensorBoardLogger
 from segkit.checkpoints import model_from_checkpoint
 from segkit.config import TrainConfig, describe_profile, get_profile, profile_config, profile_name
@@ -24,8 +25,8 @@ from segkit.metrics import format_categories, format_table
 from segkit.models import build_model
 from segkit.models.registry import resolve_name
 from segkit.prepare import check_finished, read_manifest
-from segkit.run import RunRecord, claim, continued_config
-from segkit.runtime import cap_gpu_memory, gpu_memory_gib, resolve_device, seed_everything
+from segkit.run import RunRecord, claim, continued_config, recorded_profile
+from segkit.runtime import cap_gpu_memory, describe_precision, gpu_memory_gib, resolve_device, seed_everything
 from segkit.transforms import eval_transforms
 
 
@@ -63,6 +64,7 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
         changes.setdefault("time_budget", None)  # epochs asked for: not the profile's budget
     folder = Path(out or Path("checkpoints", resolve_name(model)))
     if resume:
+        profile = recorded_profile(folder, profile)
         if log_dir is not None:
             changes["log_dir"] = str(log_dir)
         config = continued_config(folder / "last.pt", model, data=data, model_options=model_options,
@@ -82,6 +84,7 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
         if auto_batch:
             batch, batch_note = auto_batch_size(config)
             config = config.replace(batch_size=batch)
+        config = resolve_channels_last(config, resolve_device(config.device))
         train_loader, val_loader = build_loaders(root, config)
         net = distributed.main_process_first(lambda: _build_model(config))  # weights made once
         observers = []
@@ -135,11 +138,13 @@ def probe_step(config: TrainConfig, device: torch.device, batch: int) -> None:
 def _print_header(net, config: TrainConfig, train_loader: DataLoader, val_loader: DataLoader,
                   profile: str, batch_note: str | None) -> None:
     params = sum(p.numel() for p in net.parameters())
+    device = resolve_device(config.device)
     print(f"training {config.model} ({params / 1e6:.2f} M parameters) on {config.data}: "
           f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val frames; {profile}; "
           f"{config.summary(distributed.world_size())}"
-          f"{f' ({batch_note})' if batch_note else ''}; device {resolve_device(config.device)}; "
-          f"checkpoints in {config.out}, TensorBoard logs in {config.log_dir}", flush=True)
+          f"{f' ({batch_note})' if batch_note else ''}; device {device}, "
+          f"{describe_precision(config.amp, device)}; checkpoints in {config.out}, "
+          f"TensorBoard logs in {config.log_dir}", flush=True)
 
 
 def test(checkpoint: str | os.PathLike, *, model: str | None = None,

@@ -167,6 +167,12 @@ def test_predict_command_on_a_folder_with_a_damaged_file(tiny_checkpoint, prepar
     assert "holds a unet model, not my_fcn" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flags", "expected"), [([], None), (["--channels-last"], "on"),
+                                               (["--channels-last", "auto", "-n", "1"], "auto")])
+def test_the_memory_layout_flag_takes_on_off_or_auto(flags, expected):
+    assert build_parser().parse_args(["train", "-m", "my_fcn", *flags]).channels_last == expected
+
+
 @pytest.mark.parametrize(("device", "message"), [("banana", "not a device"), ("cuda", "no CUDA GPU")])
 def test_train_on_a_device_this_machine_lacks_is_one_line(prepared_root, tmp_path, capsys, device,
                                                           message):

@@ -48,7 +48,8 @@ def test_the_recipe_line_names_the_profiles_settings(profile) -> None:
     assert line.startswith(f"{length} of {width}x{height} crops, batch {config.batch_size},")
     assert f"lr {config.lr:g} ({config.scheduler}" in line
     assert ("class-weighted" in line) == config.class_weights
-    assert ("channels_last" in line) == config.channels_last
+    layout = {True: "channels_last", "auto": "channels_last auto"}.get(config.channels_last)
+    assert (layout is not None and layout in line) or (not config.channels_last and "channels_last" not in line)
     processes = f"batch {config.batch_size} per process x 2 processes = {2 * config.batch_size}"
     assert processes in config.summary(processes=2)
 

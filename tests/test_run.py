@@ -106,3 +106,13 @@ def test_an_epochs_run_refuses_a_time_budget_on_continuing(prepared_root, tmp_pa
     copy = shutil.copytree(out, tmp_path / "copy")
     assert _train("--out", str(copy), "-c", "--time-budget", "1m") == 2
     assert "planned by epochs; continue it the same way (-n)" in capsys.readouterr().err
+
+
+def test_continue_keeps_the_recorded_profile_and_refuses_another(prepared_root, tmp_path, capsys):
+    out = tmp_path / "ck"
+    assert _train("--profile", "ci", "--data", str(prepared_root), "-n", "1", "--max-iters", "1",
+                  "--out", str(out), "--log-dir", str(tmp_path / "tb")) == 0
+    assert _train("--profile", "cpu", "--out", str(out), "-c", "-n", "2") == 2
+    assert "trained with --profile ci, not cpu" in capsys.readouterr().err
+    assert _train("--out", str(out), "-c", "-n", "2", "--max-iters", "1") == 0
+    assert "profile ci;" in capsys.readouterr().out  # the header names the run's own profile

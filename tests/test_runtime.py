@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from segkit import runtime
+from segkit import planner, runtime, training
 from segkit.config import TrainConfig, profile_config
 from segkit.loaders import build_loaders
 
@@ -26,8 +26,43 @@ def test_auto_precision_uses_bf16_only_where_the_gpu_runs_it_natively(monkeypatc
     assert runtime.autocast_dtype("auto", cuda) is torch.float16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert runtime.autocast_dtype("auto", cuda) is torch.bfloat16
-    assert runtime.autocast_dtype("auto", torch.device("cpu")) is None
     assert runtime.autocast_dtype("fp16", torch.device("cpu")) is torch.float16
+
+
+def _cpu_with(monkeypatch, **flags: bool) -> None:
+    """Stand in for torch's cpuinfo: a CPU with only ``flags`` (e.g. ``amx_bf16=True``)."""
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True, **flags})
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ({"amx_bf16": True}, torch.bfloat16),  # Sapphire Rapids and later
+    ({"avx512_bf16": True}, torch.bfloat16),  # Cooper Lake, Zen 4
+    ({}, None),  # AVX2 only: bf16 would be emulated, far slower than fp32
+])
+def test_auto_precision_on_the_cpu_uses_bf16_only_where_native(monkeypatch, flags, expected):
+    _cpu_with(monkeypatch, **flags)
+    cpu = torch.device("cpu")
+    assert runtime.autocast_dtype("auto", cpu) is expected
+    assert runtime.autocast_dtype("off", cpu) is None
+    assert runtime.autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert planner.precision_of(TrainConfig(), "cpu") == ("fp32" if expected is None else "bf16")
+
+
+def test_the_training_header_says_which_precision_auto_chose(monkeypatch, capsys):
+    cpu = torch.device("cpu")
+    _cpu_with(monkeypatch, amx_bf16=True)
+    bf16, fp32 = "precision bf16 autocast", "precision fp32"
+    assert runtime.describe_precision("auto", cpu) == f"{bf16} (auto: native bf16 on this CPU)"
+    _cpu_with(monkeypatch)
+    assert runtime.describe_precision("auto", cpu) == f"{fp32} (auto: no native bf16 on this CPU)"
+    assert runtime.describe_precision("bf16", cpu) == "precision bf16 autocast (--amp bf16)"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    assert runtime.describe_precision("auto", torch.device("cuda")) == (
+        "precision fp16 autocast with loss scaling (auto: this GPU only emulates bf16)")
+    frames = SimpleNamespace(dataset=[0, 1, 2])
+    training._print_header(torch.nn.Linear(2, 2), TrainConfig(device="cpu"), frames, frames,
+                           "profile ci", None)
+    assert "device cpu, precision fp32 (auto: no native bf16 on this CPU);" in capsys.readouterr().out
 
 
 def test_determinism_is_opt_in_and_the_ci_profile_opts_in(restore_determinism):
