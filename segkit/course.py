@@ -56,9 +56,11 @@ class Course:
             return real
         return ensure_synthetic(self.profile, self.synthetic.parent, progress=False)
 
-    def run_dir(self, model: str) -> Path:
-        """Where ``model``'s course run keeps best.pt, last.pt and run.json."""
-        return self.root / "runs" / f"course-{self.profile.name}" / model
+    def run_dir(self, model: str, seed: int = 0) -> Path:
+        """Where ``model``'s course run with ``seed`` keeps best.pt, last.pt and run.json:
+        ``runs/course-{profile}/{model}``, or ``{model}-seed{seed}`` for the other seeds."""
+        return self.root / "runs" / f"course-{self.profile.name}" / (
+            model if seed == 0 else f"{model}-seed{seed}")
 
     def config(self, model: str, **changes: Any) -> TrainConfig:
         """The profile's training config of ``model``, with the course's folders."""
@@ -123,18 +125,20 @@ def setup(profile: str | None = None, *, seed: int = 0) -> Course:
 
 
 def train_model(course: Course, model: str, *, live: bool = True, minutes: float | None = None,
-                resume: bool = False, **changes: Any) -> tuple[torch.nn.Module, FitState]:
+                resume: bool = False, seed: int = 0, **changes: Any) -> tuple[torch.nn.Module, FitState]:
     """Train ``model`` with the profile's settings on ``course.data``, as ``segkit train`` does
     (``segkit.training.train``); return the best model and the final state.
 
     ``minutes`` trains for that long (the learning rate decays to zero over it) instead of the
     profile's budget or epochs; ``changes`` are other ``TrainConfig`` fields. The run keeps
-    ``best.pt``, ``last.pt``, ``run.json`` and its TensorBoard log in ``course.run_dir(model)``
-    (``load_run`` reads them back). ``resume`` continues that run: with more ``minutes`` (or
-    ``epochs``) it trains on from where it stopped. Otherwise an earlier run is moved aside to a
-    sibling folder named after its start time, never deleted. ``live`` shows a loss / IoU plot.
+    ``best.pt``, ``last.pt``, ``run.json`` and its TensorBoard log in ``course.run_dir(model,
+    seed)``: ``load_run`` reads them back, and ``seed_runs`` the other seeds' runs, which measure
+    the seed-to-seed spread. ``resume`` continues that run: with more ``minutes`` (or ``epochs``)
+    it trains on from where it stopped. Otherwise an earlier run is moved aside to a sibling
+    folder named after its start time, never deleted. ``live`` shows a loss / IoU plot.
     """
-    out = course.run_dir(model)
+    out = course.run_dir(model, seed)
+    changes["seed"] = seed
     if minutes is not None:
         changes["time_budget"] = minutes * 60
     options = {}
@@ -149,9 +153,9 @@ def train_model(course: Course, model: str, *, live: bool = True, minutes: float
     return best, state
 
 
-def load_run(course: Course, model: str) -> tuple[torch.nn.Module, dict] | None:
+def load_run(course: Course, model: str, seed: int = 0) -> tuple[torch.nn.Module, dict] | None:
     """The best model and ``run.json`` of an earlier ``train_model`` run, or None if there is none."""
-    out = course.run_dir(model)
+    out = course.run_dir(model, seed)
     record = read_record(out)
     if record is None or not (out / "best.pt").is_file():
         return None
@@ -162,6 +166,50 @@ def load_run(course: Course, model: str) -> tuple[torch.nn.Module, dict] | None:
 def best_epoch(run: dict) -> dict:
     """The history row of ``run`` with the best validation mIoU."""
     return max(run["history"], key=lambda row: row.get("val_miou", -1.0))
+
+
+def seed_runs(course: Course, model: str) -> list[dict]:
+    """The finished runs (``run.json``) of ``model`` in this course, one per seed, by seed: seed 0
+    from the notebooks, others from ``train_model(course, model, seed=…)`` or ``segkit train
+    --seed … --out`` into ``course.run_dir(model, seed)``."""
+    folder = course.run_dir(model).parent
+    candidates = [folder / model, *folder.glob(f"{model}-seed*")]
+    records = [record for path in candidates
+               if (record := read_record(path)) is not None and record["status"] == "finished"]
+    return sorted(records, key=lambda record: record["config"]["seed"])
+
+
+def seed_spread(runs: dict[str, list[dict]]):
+    """A pandas table, one row per model: how many seeds, and the mean, lowest and highest of their
+    best validation mIoU."""
+    import pandas as pd
+
+    rows = {}
+    for name, records in runs.items():
+        best = [best_epoch(record)["val_miou"] for record in records]
+        rows[name] = {"seeds": len(best), "mIoU mean": sum(best) / len(best) if best else math.nan,
+                      "lowest": min(best, default=math.nan), "highest": max(best, default=math.nan)}
+    return pd.DataFrame(rows).T
+
+
+def best_model(runs: dict[str, list[dict]]) -> tuple[str | None, str]:
+    """The model ahead of the others beyond the seed-to-seed spread (its worst seed beats every
+    other model's best), or None; and a sentence saying why."""
+    spread = seed_spread(runs)
+    if (spread["seeds"] < 2).any():
+        return None, ("with fewer than two seeds of a model the seed-to-seed spread is unknown, so no "
+                      "model is named best; train seeds 1 and 2 (train_model(course, name, seed=1)) "
+                      "to measure it")
+    leader = spread["mIoU mean"].idxmax()
+    others = spread.drop(leader)
+    runner_up = others["highest"].idxmax()
+    if spread.loc[leader, "lowest"] > others.loc[runner_up, "highest"]:
+        return leader, (f"{leader}: its worst of {spread.loc[leader, 'seeds']:.0f} seeds "
+                        f"({spread.loc[leader, 'lowest']:.3f} mIoU) beats every other model's best "
+                        f"({runner_up}: {others.loc[runner_up, 'highest']:.3f})")
+    return None, (f"no model is ahead beyond the seed-to-seed spread: {leader} (mean "
+                  f"{spread.loc[leader, 'mIoU mean']:.3f}, lowest {spread.loc[leader, 'lowest']:.3f}) "
+                  f"and {runner_up} (highest {others.loc[runner_up, 'highest']:.3f}) overlap")
 
 
 #: Classes that cover much of every street scene, and thin or small ones that separate the models.
@@ -235,7 +283,7 @@ def write_figures(course: Course, out: str | os.PathLike = "pics") -> list[Path]
             runs["deeplabv3plus"][0], val, order="worst").png
     if runs:
         figures["07_training_curves.png"] = viz.training_curves(
-            {name: run["history"] for name, (_, run) in runs.items()})
+            {name: run["history"] for name, (_, run) in runs.items()}, x="minutes")
         figures["07_per_class_iou.png"] = viz.per_class_iou(
             {name: best_epoch(run)["val_iou"] for name, (_, run) in runs.items()})
         outputs = {name: predict_samples(model, val, count=3) for name, (model, _) in runs.items()}

@@ -294,25 +294,35 @@ def normalises(transform: Any) -> bool:
 
 # --- Figure 5: training curves and predictions ------------------------------------------------------
 
-def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    """(epochs, values) of the history rows that hold a finite ``key``."""
-    points = [(row["epoch"], row[key]) for row in rows
-              if key in row and row[key] is not None and math.isfinite(row[key])]
+#: What a learning curve can be drawn against: axis label and the history row's value.
+CURVE_AXES = {"epoch": ("epoch", lambda row: row.get("epoch")),
+              "minutes": ("minutes of training and validation",
+                          lambda row: row["seconds"] / 60 if "seconds" in row else None),
+              "images": ("training images seen", lambda row: row.get("images_seen"))}
+
+
+def _series(rows: Sequence[Mapping[str, Any]], key: str, x: str = "epoch") -> tuple[list, list[float]]:
+    """(x values, values) of the history rows that hold a finite ``key`` (and an ``x`` value)."""
+    position = CURVE_AXES[x][1]
+    points = [(position(row), row[key]) for row in rows
+              if key in row and row[key] is not None and math.isfinite(row[key])
+              and position(row) is not None]
     return [p[0] for p in points], [p[1] for p in points]
 
 
 def _plot_history(axes: Sequence[Axes], histories: Mapping[str, Sequence[Mapping[str, Any]]],
-                  keys: Sequence[str]) -> None:
-    """One line per model and key, ``keys[k]`` on ``axes[k]``; markers when epochs are few."""
+                  keys: Sequence[str], x: str = "epoch") -> None:
+    """One line per model and key, ``keys[k]`` on ``axes[k]``; markers when points are few."""
     colours = _model_colours(list(histories))
     for ax, key in zip(axes, keys, strict=True):
         for name, rows in histories.items():
-            epochs, values = _series(rows, key)
-            ax.plot(epochs, values, label=name, color=colours[name],
-                    marker="o" if len(epochs) <= 30 else None, markersize=4)
-        ax.set_xlabel("epoch")
+            where, values = _series(rows, key, x)
+            ax.plot(where, values, label=name, color=colours[name],
+                    marker="o" if len(where) <= 30 else None, markersize=4)
+        ax.set_xlabel(CURVE_AXES[x][0])
         ax.set_ylabel(_METRIC_LABELS.get(key, key))
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if x == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 _METRIC_LABELS = {"train_loss": "training loss", "val_miou": "validation mIoU",
@@ -320,16 +330,19 @@ _METRIC_LABELS = {"train_loss": "training loss", "val_miou": "validation mIoU",
 
 
 def training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], *,
-                    keys: Sequence[str] = ("train_loss", "val_miou")) -> Figure:
-    """Training loss and validation mIoU per epoch, one line per model, one axes per metric.
+                    keys: Sequence[str] = ("train_loss", "val_miou"), x: str = "epoch") -> Figure:
+    """Training loss and validation mIoU, one line per model, one axes per metric.
 
     Args:
         histories: model name -> ``state.history`` (or a checkpoint's ``"history"``).
         keys: the history columns to plot, one axes each.
+        x: against what: ``epoch``, ``minutes`` (of training and validation) or ``images`` (seen
+            in training). Models that train different numbers of epochs in one time budget
+            compare fairly only against minutes or images.
     """
     fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 3.8), squeeze=False,
                              layout="constrained")
-    _plot_history(axes[0], histories, keys)
+    _plot_history(axes[0], histories, keys, x)
     for ax in axes[0]:
         ax.legend(fontsize="small")
     return fig

@@ -38,6 +38,26 @@ def test_comparison_table_takes_each_models_best_epoch() -> None:
     assert table.loc["a", "parameters (M)"] == 2.0
 
 
+def _seeds(*mious: float) -> list[dict]:
+    return [_run(miou, _ious()) for miou in mious]
+
+
+def test_seed_spread_gives_mean_and_range_of_each_models_best() -> None:
+    table = course.seed_spread({"unet": _seeds(0.30, 0.34, 0.32), "my_fcn": _seeds(0.2)})
+    assert table.loc["unet", "seeds"] == 3 and table.loc["unet", "mIoU mean"] == pytest.approx(0.32)
+    assert (table.loc["unet", "lowest"], table.loc["unet", "highest"]) == (0.30, 0.34)
+
+
+@pytest.mark.parametrize(("runs", "winner", "words"), [
+    ({"unet": _seeds(0.30, 0.34), "my_fcn": _seeds(0.20, 0.29)}, "unet", "beats every other"),
+    ({"unet": _seeds(0.30, 0.34), "my_fcn": _seeds(0.20, 0.31)}, None, "overlap"),
+    ({"unet": _seeds(0.50), "my_fcn": _seeds(0.20, 0.21)}, None, "spread is unknown"),
+])
+def test_a_best_model_is_named_only_beyond_the_seed_spread(runs, winner, words) -> None:
+    named, why = course.best_model(runs)
+    assert named == winner and words in why
+
+
 @pytest.mark.parametrize("profile", ["ci", "cpu", "laptop", "gpu"])
 def test_the_recipe_line_names_the_profiles_settings(profile) -> None:
     config = profile_config("unet", profile)
@@ -49,7 +69,7 @@ def test_the_recipe_line_names_the_profiles_settings(profile) -> None:
     assert f"lr {config.lr:g} ({config.scheduler}" in line
     assert ("class-weighted" in line) == config.class_weights
     layout = {True: "channels_last", "auto": "channels_last auto"}.get(config.channels_last)
-    assert (layout is not None and layout in line) or (not config.channels_last and "channels_last" not in line)
+    assert layout in line if layout else "channels_last" not in line
     processes = f"batch {config.batch_size} per process x 2 processes = {2 * config.batch_size}"
     assert processes in config.summary(processes=2)
 

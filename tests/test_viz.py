@@ -158,6 +158,18 @@ def test_training_curves_one_line_per_model_per_axis():
     assert [t.get_text() for t in miou_ax.get_legend().get_texts()] == ["unet", "my_fcn"]
 
 
+def test_training_curves_against_minutes_and_images_seen():
+    rows = [{**row, "seconds": 30.0 * row["epoch"], "images_seen": 8 * row["epoch"]}
+            for row in history(0)]
+    old = history(1)  # a run recorded before times were kept: drawn against epochs only
+    minutes = viz.training_curves({"unet": rows, "old": old}, x="minutes")
+    assert list(minutes.axes[1].lines[0].get_xdata()) == [0.5, 1.0, 1.5, 2.0]
+    assert len(minutes.axes[1].lines[1].get_xdata()) == 0
+    assert minutes.axes[0].get_xlabel() == "minutes of training and validation"
+    images = viz.training_curves({"unet": rows}, x="images")
+    assert list(images.axes[0].lines[0].get_xdata()) == [8, 16, 24, 32]
+
+
 def test_confusion_matrix_rows_normalised():
     mat = torch.tensor([[8, 2, 0], [1, 1, 2], [0, 0, 0]])
     values = viz.normalize_confusion(mat)
