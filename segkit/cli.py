@@ -303,7 +303,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-budget", type=_duration, metavar="TIME",
                         help="train for this long instead of for epochs, e.g. 90s, 4m or 1h: the "
                              "learning rate decays to zero over the budget, validation counts "
-                             "against it (default: the cpu profile's, about 4m a model)")
+                             "against it (default: the cpu profile's, 3.5 minutes a model)")
     parser.add_argument("-lr", "--lr", dest="lr", type=float, help="learning rate (default: 1e-3)")
     parser.add_argument("--backbone-lr", type=float, metavar="FACTOR",
                         help="a pretrained backbone learns at --lr x FACTOR (default: 0.1; 1: the same)")
@@ -362,10 +362,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def _model_options(args) -> dict:
     from segkit.models.registry import resolve_name
 
-    checkpointing = ("checkpoint_backbone" if resolve_name(args.model) == "deeplabv3plus"
-                     else "checkpointing")
+    deeplab = resolve_name(args.model) == "deeplabv3plus"
+    deeplab_only = {"--backbone": args.backbone, "--output-stride": args.output_stride,
+                    "--pretrained-backbone": args.pretrained_backbone,
+                    "--allow-random-init": args.allow_random_init or None}
+    given = [flag for flag, value in deeplab_only.items() if value is not None]
+    if given and not deeplab:
+        raise DataError(f"{', '.join(given)}: {'options' if len(given) > 1 else 'an option'} of "
+                        f"-m deeplab only, not of {args.model}; drop {'them' if len(given) > 1 else 'it'}")
     options = {"backbone": args.backbone, "output_stride": args.output_stride,
-               checkpointing: args.checkpointing or None,
+               "checkpoint_backbone" if deeplab else "checkpointing": args.checkpointing or None,
                "allow_random_init": args.allow_random_init or None,
                "pretrained_backbone": (True if args.pretrained_backbone == "imagenet"
                                        else args.pretrained_backbone)}

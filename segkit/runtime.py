@@ -106,6 +106,8 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 def precision_name(dtype: torch.dtype | None) -> str:
     """``bf16``, ``fp16`` or ``fp32``: what ``autocast_dtype`` chose, in the words of ``--amp``."""
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
 def describe_precision(amp: str, device: torch.device) -> str:
     """What ``autocast_dtype(amp, device)`` chose and why, for a run's header line, e.g.
     ``"precision bf16 autocast (auto: native bf16 on this CPU)"``."""

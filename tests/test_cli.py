@@ -345,3 +345,13 @@ def test_backbone_lr_flag_reaches_the_config(monkeypatch):
     assert main(["train", "-m", "deeplab", "--backbone-lr", "0.5", "--quiet"]) == 0
     assert given["backbone_lr"] == 0.5
     assert training.train_config("deeplab", profile="ci", backbone_lr=0.5).backbone_lr == 0.5
+
+
+@pytest.mark.parametrize("flags", [["--allow-random-init"],
+                                   ["--backbone", "resnet50", "--output-stride", "8"]])
+def test_deeplab_options_on_another_model_are_one_line(prepared_root, tmp_path, capsys, flags):
+    assert main(["train", "-m", "my_fcn", "--profile", "ci", "--data", str(prepared_root), *flags,
+                 "--out", str(tmp_path / "ck"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "of -m deeplab only, not of my_fcn" in err and "Traceback" not in err
+    assert not (tmp_path / "ck").exists()

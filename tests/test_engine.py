@@ -55,8 +55,9 @@ def loaders(batch_size=4, shuffle=True):
 
 
 def config(**changes):
-    values = {"model": "my_fcn", "epochs": 2, "batch_size": 4, "size": (64, 32), "num_workers": 0,
-              "scheduler": "poly", "warmup_iters": 1, "lr": 3e-3}
+    """A small run in fp32 whatever the CPU (``amp`` auto would pick bf16 where it is native)."""
+    values = {"model": "my_fcn", "amp": "off", "epochs": 2, "batch_size": 4, "size": (64, 32),
+              "num_workers": 0, "scheduler": "poly", "warmup_iters": 1, "lr": 3e-3}
     return TrainConfig(**{**values, **changes})
 
 
@@ -351,7 +352,7 @@ def test_schedulers(scheduler, check):
     assert check(lrs), lrs
 
 
-def test_bf16_autocast_on_cpu_trains():
+def test_bf16_autocast_on_cpu_trains(monkeypatch):
     train_loader, val_loader = loaders()
     model, seen = small_fcn(), set()
     first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
@@ -359,8 +360,10 @@ def test_bf16_autocast_on_cpu_trains():
     state = fit(model, train_loader, val_loader, config(epochs=1, amp="bf16"))
     assert seen == {(True, torch.bfloat16), (False, torch.bfloat16)}  # training and validation
     assert math.isfinite(state.history[0]["train_loss"])
-    assert runtime.autocast_dtype("auto", torch.device("cpu")) is None
     assert runtime.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+    for native, chosen in ((False, None), (True, torch.bfloat16)):  # auto: bf16 only where native
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda native=native: native)
+        assert runtime.autocast_dtype("auto", torch.device("cpu")) is chosen
 
 
 def test_class_weights_favour_rare_classes():

@@ -6,6 +6,7 @@ import math
 import shutil
 
 import pytest
+import torch
 
 from segkit import course as course_module
 from segkit.budget import format_duration, parse_duration
@@ -13,6 +14,7 @@ from segkit.checkpoints import load_checkpoint
 from segkit.cli import main
 from segkit.io import DataError
 from segkit.run import RUN_RECORD, claim, read_record, set_aside
+from segkit.runtime import autocast_dtype, precision_name
 
 
 @pytest.fixture
@@ -39,7 +41,8 @@ def test_train_model_is_segkit_train_and_keeps_the_recipe(ci_course):
     assert record["config"]["label_scheme"] == "original20"  # once ignored by the notebooks
     assert load_checkpoint(out / "best.pt")["model_options"]["num_classes"] == 20
     assert record["status"] == "finished" and record["images_seen"] == state.images_seen == 2
-    assert record["precision"] == "fp32" and record["peak_mb"] > 0 and record["img_per_s"] > 0
+    chosen = precision_name(autocast_dtype(ci_course.config("my_fcn").amp, torch.device("cpu")))
+    assert record["precision"] == chosen and record["peak_mb"] > 0 and record["img_per_s"] > 0
     assert (out / "tensorboard").is_dir()
 
 
