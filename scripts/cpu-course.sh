@@ -2,9 +2,9 @@
 # The cpu course as a learner runs it, timed, then the README's table of its results with their
 # seed-to-seed spread: notebooks 01-07 executed in order in the cpu profile (seed 0), then seeds 1
 # and 2 of every model trained by `segkit train` into the same course, then one table.
-# About 45 minutes on 2 cores; the course alone is meant to take at most 15. With FP32=1 (for a CPU
+# About 40 minutes on 2 cores; the course alone is meant to take at most 15. With FP32=1 (for a CPU
 # with native bf16, where the course trains in bf16), seeds 0-2 of every model are trained again in
-# fp32 (--amp off) into HOME/fp32, and their spread printed beside the bf16 one: 30 minutes more.
+# fp32 (--amp off) into HOME/fp32, and their spread printed beside the bf16 one: 35 minutes more.
 # Usage: bash scripts/cpu-course.sh [HOME]   (HOME: the course's folder, default a new temporary one)
 #        SEEDS_ONLY=1 skips the notebooks (they ran in HOME already).
 set -euo pipefail

@@ -18,6 +18,8 @@ def test_the_seven_course_notebooks_exist():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_is_committed_clean(path):
     cells = json.loads(path.read_text())["cells"]
+    # nbformat 4.5 gives every cell an id; one without is a warning now and an error to come
+    assert all(cell.get("id") for cell in cells), "a cell has no id: run nbformat's normalize() on it"
     code = [cell for cell in cells if cell["cell_type"] == "code"]
     for cell in code:
         compared = "# NBVAL_CHECK_OUTPUT" in "".join(cell["source"])
