@@ -637,3 +637,10 @@ def test_val_every_and_max_iters():
                                                             batch_size=2), [batches])
     assert batches.per_epoch == [3, 3, 3, 3, 0] and state.step == 4 * 3
     assert ["val_miou" in row for row in state.history] == [False, True, False, True]
+
+
+def test_the_last_epoch_is_validated_whatever_val_every_says():
+    train_loader, val_loader = loaders(batch_size=2)
+    state = fit(TinyNet(), train_loader, val_loader, config(epochs=3, val_every=2, max_iters=1,
+                                                            batch_size=2))
+    assert ["val_miou" in row for row in state.history] == [False, True, True]
