@@ -67,16 +67,19 @@ class StepPlan:
         self.val_seconds: float | None = None  # one validation, measured at the first one
         self.done = False  # the budget is spent and the final validation ran
         self._mark: tuple[float, int] | None = None  # (training s, step) at this process's 1st revision
+        self._stale = False  # total_steps was planned for a smaller budget: it ends nothing until revised
 
     def state_dict(self) -> dict[str, Any]:
         return {"budget": self.budget, "total_steps": self.total_steps,
                 "step_seconds": self.step_seconds, "val_seconds": self.val_seconds, "done": self.done}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
-        """The saved plan, for the budget this plan was made with (which may be larger)."""
+        """The saved plan, for the budget this plan was made with (which may be larger: then the saved
+        steps stand until the first revision re-plans them, but reaching them ends nothing)."""
         self.total_steps, self.step_seconds = saved["total_steps"], saved["step_seconds"]
         self.val_seconds = saved["val_seconds"]
-        self.done = saved["done"] and saved["budget"] >= self.budget
+        self._stale = saved["budget"] < self.budget
+        self.done = saved["done"] and not self._stale
 
     def out_of_time(self, step: int, train_seconds: float, seconds: float) -> bool:
         """After optimizer step ``step``: whether to end training now (one validation kept in hand).
@@ -84,7 +87,7 @@ class StepPlan:
         ``train_seconds`` counts training only (for the step time), ``seconds`` training and
         validation (against the budget).
         """
-        planned_out = self.total_steps is not None and step >= self.total_steps
+        planned_out = self.total_steps is not None and not self._stale and step >= self.total_steps
         return planned_out or seconds + self._validation_reserve() >= self.budget
 
     def revise(self, step: int, train_seconds: float, seconds: float) -> None:
@@ -101,6 +104,7 @@ class StepPlan:
             per_step += self._validation_reserve() / (self.val_every * self.steps_per_epoch)
         left = self.budget - seconds - self._validation_reserve()
         self.total_steps = step + max(0, math.floor(left / per_step))
+        self._stale = False
 
     def _validation_reserve(self) -> float:
         # before the first validation, a guess: a forward pass costs about a third of a step

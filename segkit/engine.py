@@ -230,8 +230,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         trained = budget.clock() - started
         row = {"epoch": state.epoch + 1, "train_loss": train_loss,
                "lr": optimizer.param_groups[0]["lr"], "train_seconds": trained}
-        last_epoch = state.plan is None and state.epoch + 1 >= config.epochs  # best.pt scores the end
-        if val_loader is not None and ((state.epoch + 1) % config.val_every == 0 or ending or last_epoch):
+        final = ending or (plan is None and state.epoch + 1 >= config.epochs)  # best.pt scores the end
+        if val_loader is not None and ((state.epoch + 1) % config.val_every == 0 or final):
             validating = budget.clock()
             scores = validate(unwrap(model), val_loader, num_classes=num_classes, device=device,
                               amp=config.amp, max_batches=config.max_val_batches, state=state)

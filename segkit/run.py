@@ -146,6 +146,9 @@ def _check_unfinished(last: Path, checkpoint: dict, recorded: TrainConfig, confi
 def _stretched_note(recorded: TrainConfig, config: TrainConfig, checkpoint: dict) -> str:
     """What continuing a budgeted run with another budget does to its learning rate."""
     spent = checkpoint.get("seconds", 0.0)
+    if recorded.scheduler in ("none", "step"):  # neither decays to zero at the budget's end
+        return (f"note: {format_duration(spent)} of the {format_duration(recorded.time_budget)} budget "
+                f"spent; the rest of the run is re-planned over {format_duration(config.time_budget)}")
     share = max(0.0, 1 - spent / config.time_budget)
     return (f"note: the {recorded.scheduler} schedule was planned to reach zero at "
             f"{format_duration(recorded.time_budget)} ({format_duration(spent)} spent); it is "

@@ -103,3 +103,7 @@ def test_a_larger_budget_reopens_a_finished_plan():
     larger = StepPlan(600.0)
     larger.load_state_dict(plan.state_dict())
     assert not larger.done and larger.total_steps == 80  # re-planned at its first read-back
+    assert not larger.out_of_time(81, 240.0, 250.0)  # the old plan's steps end nothing in the larger
+    larger.revise(81, 240.0, 250.0)
+    larger.revise(83, 246.0, 256.0)
+    assert larger.total_steps > 83 and larger.out_of_time(larger.total_steps, 500.0, 510.0)

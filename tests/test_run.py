@@ -12,8 +12,9 @@ from segkit import course as course_module
 from segkit.budget import format_duration, parse_duration
 from segkit.checkpoints import load_checkpoint
 from segkit.cli import main
+from segkit.config import TrainConfig
 from segkit.io import DataError
-from segkit.run import RUN_RECORD, claim, read_record, set_aside
+from segkit.run import RUN_RECORD, _stretched_note, claim, read_record, set_aside
 from segkit.runtime import autocast_dtype, precision_name
 
 
@@ -99,6 +100,7 @@ def test_a_time_budget_run_ends_and_continues_with_more_minutes(prepared_root, t
     assert f"re-planned over {format_duration(parse_duration(more[1]))}" in capsys.readouterr().out
     continued = load_checkpoint(out / "last.pt")
     assert continued["seconds"] > spent and continued["plan"]["done"]
+    assert continued["step"] >= record["history"][-1]["step"] + 5  # trained on, not one step and out
     assert continued["config"]["time_budget"] == parse_duration(more[1])
 
 
@@ -119,3 +121,12 @@ def test_continue_keeps_the_recorded_profile_and_refuses_another(prepared_root, 
     assert "trained with --profile ci, not cpu" in capsys.readouterr().err
     assert _train("--out", str(out), "-c", "-n", "2", "--max-iters", "1") == 0
     assert "profile ci;" in capsys.readouterr().out  # the header names the run's own profile
+
+
+def test_continuing_a_constant_schedule_with_more_minutes_says_no_decay():
+    recorded = TrainConfig(time_budget=60.0, scheduler="none")
+    note = _stretched_note(recorded, recorded.replace(time_budget=120.0), {"seconds": 60.0})
+    assert "re-planned over 2.0 min" in note and "decays" not in note and "schedule" not in note
+    linear = recorded.replace(scheduler="linear")
+    assert "about 50% of its peak" in _stretched_note(linear, linear.replace(time_budget=120.0),
+                                                      {"seconds": 60.0})
