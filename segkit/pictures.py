@@ -86,3 +86,13 @@ def error_map(image: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tenso
     if focus is not None:
         wrong &= (target == focus) | (pred == focus)
     return np.where(wrong[..., None], ERROR_COLOUR, dimmed(image)).round().astype(np.uint8)
+
+
+def resampled_labels(mask: np.ndarray | torch.Tensor, size: tuple[int, int],
+                     mode: str = "nearest") -> np.ndarray:
+    """A class map (H, W) resized to ``size`` (width, height): ``"nearest"`` as segkit does, or
+    ``"bilinear"``, the mistake notebook 03 shows (class ids blended, then rounded)."""
+    source = torch.as_tensor(as_labels(mask), dtype=torch.float32)[None, None]
+    options = {"align_corners": False} if mode == "bilinear" else {}
+    resized = torch.nn.functional.interpolate(source, size=(size[1], size[0]), mode=mode, **options)
+    return resized[0, 0].round().long().numpy()

@@ -29,12 +29,13 @@ from segkit.labels import (
     CLASS_NAMES,
     CLASSES,
     IGNORE_INDEX,
+    NUM_CLASSES,
     class_names,
     colorize,
     id_to_train_id_lut,
     palette,
 )
-from segkit.metrics import per_image_iou
+from segkit.metrics import ConfusionMatrix, per_image_iou
 from segkit.pictures import (
     as_labels,
     as_rgb,
@@ -42,6 +43,7 @@ from segkit.pictures import (
     dimmed,
     overlay,
     real_classes,
+    resampled_labels,
     void_pixels,
 )
 from segkit.transforms import denormalize
@@ -200,6 +202,29 @@ def label_table(scheme: str = "cityscapes19") -> LabelTable:
     return LabelTable(scheme, tuple(rows))
 
 
+def label_encodings(image: np.ndarray | torch.Tensor, label_ids: np.ndarray | torch.Tensor) -> Figure:
+    """One frame's label in its three encodings: the label ids as stored (grey levels 0-33), the
+    19 training classes in their colours with void black, and where the void pixels are.
+
+    Args:
+        image: the camera image, uint8 (3, H, W) or (H, W, 3).
+        label_ids: the official ``*_gtFine_labelIds.png`` values (H, W).
+    """
+    ids = as_labels(label_ids)
+    train_ids = id_to_train_id_lut()[ids]
+    void = train_ids == IGNORE_INDEX
+    fig, axes = _picture_grid(1, 4, ids.shape[0] / ids.shape[1], extra=0.6)
+    _show(axes[0, 0], as_rgb(image), "camera image")
+    shown = axes[0, 1].imshow(ids, cmap="gray", vmin=0, vmax=33, interpolation="nearest")
+    axes[0, 1].set_title("labelIds (0-33, as stored)", fontsize="medium")
+    axes[0, 1].axis("off")
+    fig.colorbar(shown, ax=axes[0, 1], shrink=0.6, label="label id")
+    _show(axes[0, 2], colorize(train_ids), "trainIds: 19 classes, void black")
+    _show(axes[0, 3], np.where(void[..., None], 255, dimmed(as_rgb(image))).astype(np.uint8),
+          f"void: {void.mean():.1%} of pixels (white)")
+    return fig
+
+
 # --- Figure 2: class balance -------------------------------------------------------------------------
 
 def _share_label(percent: float) -> str:
@@ -251,6 +276,45 @@ def class_distribution(pixels_per_split: Mapping[str, Sequence[int] | np.ndarray
     return fig
 
 
+def largest_right_scores(class_pixels: Sequence[int] | np.ndarray) -> list[dict[str, float]]:
+    """Scores of imagined models that are right on every pixel of the k largest classes and say
+    "the largest class" everywhere else, for k = 1 … classes present (k = 1: always the largest).
+
+    ``class_pixels``: the C class counts (a manifest's ``class_pixels`` may keep void last; only
+    the first C are read). Returns one row per k: ``k``, ``class`` (the k-th largest),
+    ``pixel_acc`` and ``miou``, computed by ``ConfusionMatrix``.
+    """
+    counts = torch.as_tensor(np.asarray(class_pixels)[:NUM_CLASSES], dtype=torch.int64)
+    order = [int(c) for c in torch.argsort(counts, descending=True, stable=True) if counts[c] > 0]
+    rows = []
+    for k in range(1, len(order) + 1):
+        matrix = ConfusionMatrix(NUM_CLASSES)
+        matrix.mat[:, order[0]] = counts  # every pixel predicted as the largest class …
+        for c in order[1:k]:  # … except those of the k largest, predicted right
+            matrix.mat[c, order[0]], matrix.mat[c, c] = 0, counts[c]
+        scores = matrix.compute()
+        rows.append({"k": k, "class": CLASS_NAMES[order[k - 1]], "pixel_acc": scores["pixel_acc"],
+                     "miou": scores["miou"]})
+    return rows
+
+
+def imbalance_effect(class_pixels: Sequence[int] | np.ndarray) -> Figure:
+    """Pixel accuracy against mIoU of models right on only the k largest classes (see
+    ``largest_right_scores``): accuracy races ahead because it weighs each class by its pixels,
+    mIoU climbs one class at a time."""
+    rows = largest_right_scores(class_pixels)
+    ks = [row["k"] for row in rows]
+    fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
+    ax.plot(ks, [row["pixel_acc"] for row in rows], marker="o", label="pixel accuracy")
+    ax.plot(ks, [row["miou"] for row in rows], marker="s", label="mIoU")
+    ax.set_xticks(ks, [f"{row['k']}: {row['class']}" for row in rows], fontsize=8, rotation=40,
+                  ha="right", rotation_mode="anchor")
+    ax.set(ylim=(0, 1.02), ylabel="score",
+           xlabel="right on the k largest classes (the k-th named), the largest class predicted elsewhere")
+    ax.legend(loc="lower right")
+    return fig
+
+
 # --- Figure 3: augmentations -------------------------------------------------------------------------
 
 def augmentation_grid(image: torch.Tensor, mask: torch.Tensor, demos: Mapping[str, Any], *,
@@ -280,6 +344,23 @@ def augmentation_grid(image: torch.Tensor, mask: torch.Tensor, demos: Mapping[st
         height, width = out_mask.shape[-2:]
         _show(axes[0, col], as_rgb(out_image), f"{name}\n{width}×{height}")
         _show(axes[1, col], colorize(out_mask, scheme))
+    return fig
+
+
+def mask_resampling(mask: np.ndarray | torch.Tensor, size: tuple[int, int]) -> Figure:
+    """A class map resized to ``size`` (width, height) nearest-neighbour and bilinearly, and the
+    pixels where bilinear resampling invented a class the map does not hold (white)."""
+    source = as_labels(mask)
+    nearest = resampled_labels(source, size, "nearest")
+    blended = resampled_labels(source, size, "bilinear")
+    invented = ~np.isin(blended, np.unique(source))
+    changed = blended != nearest
+    fig, axes = _picture_grid(1, 4, size[1] / size[0])
+    _show(axes[0, 0], colorize(source), f"label {source.shape[1]}×{source.shape[0]}")
+    _show(axes[0, 1], colorize(nearest), f"nearest {size[0]}×{size[1]}")
+    _show(axes[0, 2], colorize(blended), f"bilinear: {changed.mean():.1%} of pixels differ")
+    _show(axes[0, 3], np.where(invented[..., None], 255, dimmed(colorize(nearest))).astype(np.uint8),
+          f"invented classes: {invented.sum()} pixels")
     return fig
 
 

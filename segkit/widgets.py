@@ -374,7 +374,9 @@ class ComparisonBrowser(_Browser):
 class AugmentationExplorer(_Browser):
     """Try the training augmentations on one frame: the transformed image and mask side by side.
 
-    Sliders set the resize ``scale``, the ``crop`` fraction of each side kept by a random crop, the
+    Sliders set ``resize``, the factor this frame's sides are multiplied by (1 = as it is; unlike
+    the training preset's random scale, which is relative to the crop height), the ``crop`` fraction
+    of each side kept by a random crop, the
     colour jitter strengths (``brightness``, ``contrast``, ``saturation``, ``hue``) and the
     horizontal ``flip`` probability; random draws come from ``seed``, and ``resample`` draws anew
     (seed + 1). The mask goes through the same geometry with nearest-neighbour resampling, so it
@@ -393,7 +395,7 @@ class AugmentationExplorer(_Browser):
                        tv_tensors.Mask(torch.from_numpy(as_labels(mask).copy())))
         self.scheme = scheme
         slider = dict(step=0.05, continuous_update=False)
-        self.scale = widgets.FloatSlider(1.0, min=0.25, max=2.0, description="scale", **slider)
+        self.resize = widgets.FloatSlider(1.0, min=0.25, max=2.0, description="resize ×", **slider)
         self.crop = widgets.FloatSlider(1.0, min=0.2, max=1.0, description="crop", **slider)
         self.brightness = widgets.FloatSlider(0.0, min=0, max=1, description="brightness", **slider)
         self.contrast = widgets.FloatSlider(0.0, min=0, max=1, description="contrast", **slider)
@@ -404,7 +406,7 @@ class AugmentationExplorer(_Browser):
         self.seed = widgets.IntText(seed, description="seed")
         self.resample = widgets.Button(description="resample", icon="refresh")
         self.resample.on_click(lambda _button: setattr(self.seed, "value", self.seed.value + 1))
-        geometry = [self.scale, self.crop, self.flip]
+        geometry = [self.resize, self.crop, self.flip]
         colour = [self.brightness, self.contrast, self.saturation, self.hue]
         self.widget = widgets.VBox([widgets.HBox([widgets.VBox([*geometry, self.seed, self.resample]),
                                                   widgets.VBox(colour)]),
@@ -415,7 +417,7 @@ class AugmentationExplorer(_Browser):
     def transform(self) -> v2.Compose:
         """The v2 transform the controls describe, on (image, mask)."""
         height, width = self.source[1].shape
-        size = (max(1, round(height * self.scale.value)), max(1, round(width * self.scale.value)))
+        size = (max(1, round(height * self.resize.value)), max(1, round(width * self.resize.value)))
         steps = [v2.Resize(size)] if size != (height, width) else []
         if self.crop.value < 1:
             steps.append(v2.RandomCrop((max(1, round(size[0] * self.crop.value)),

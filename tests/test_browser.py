@@ -315,8 +315,8 @@ def test_augmentation_explorer_reacts(lab):
         expect(brightness.locator(".widget-readout")).to_have_text("1.00")
         expect(caption).to_contain_text("ColorJitter", timeout=REACT_TIMEOUT_MS)
         picture = picture.changed()
-    with lab.step("03: scale 0.5 typed into the readout halves the output"):
-        readout = output.locator(".widget-slider", has_text="scale").locator(".widget-readout")
+    with lab.step("03: resize 0.5 typed into the readout halves the output"):
+        readout = output.locator(".widget-slider", has_text="resize").locator(".widget-readout")
         readout.fill("0.5")
         readout.press("Enter")
         expect(caption).to_contain_text(f"output {round(int(size[0]) / 2)}×{round(int(size[1]) / 2)}",

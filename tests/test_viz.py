@@ -251,3 +251,38 @@ def test_live_plot_updates_one_display_in_a_notebook(monkeypatch):
     assert [c[0] for c in calls] == ["display", "update"] and calls[0][2] is True
     assert calls[0][1].startswith(b"\x89PNG") and calls[1][1].startswith(b"\x89PNG")
     assert calls[0][1] != calls[1][1]  # redrawn with the second epoch
+
+
+def test_largest_right_scores_run_from_always_the_largest_to_perfect() -> None:
+    counts = [0] * 20
+    road, car, pole = (labels.CLASS_NAMES.index(n) for n in ("road", "car", "pole"))
+    counts[road], counts[car], counts[pole], counts[19] = 70, 20, 10, 999  # void last: not read
+    rows = viz.largest_right_scores(counts)
+    assert [row["class"] for row in rows] == ["road", "car", "pole"]
+    # always road: accuracy is road's share; road's IoU is that share, car and pole score 0
+    assert rows[0]["pixel_acc"] == pytest.approx(0.7) and rows[0]["miou"] == pytest.approx(0.7 / 3)
+    # road and car right, pole said road: road IoU 70/80, car 1, pole 0
+    assert rows[1]["pixel_acc"] == pytest.approx(0.9)
+    assert rows[1]["miou"] == pytest.approx((70 / 80 + 1) / 3)
+    assert rows[2]["pixel_acc"] == pytest.approx(1.0) and rows[2]["miou"] == pytest.approx(1.0)
+    assert len(viz.imbalance_effect(counts).axes[0].lines) == 2
+
+
+def test_label_encodings_draws_ids_classes_and_the_void_share() -> None:
+    ids = np.full((H, W), 7)  # road
+    ids[:, : W // 4] = 1  # ego vehicle: void
+    fig = viz.label_encodings(np.zeros((H, W, 3), dtype=np.uint8), ids)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "void: 25.0% of pixels (white)" in titles
+
+
+def test_mask_resampling_marks_exactly_the_invented_classes() -> None:
+    from segkit.pictures import resampled_labels
+
+    mask = np.zeros((8, 8), dtype=np.int64)
+    mask[:, 4:] = 13  # road | car: the blend between them lands on other classes
+    blended = resampled_labels(mask, (12, 12), "bilinear")
+    invented = int((~np.isin(blended, [0, 13])).sum())
+    assert invented > 0 and set(np.unique(resampled_labels(mask, (12, 12)))) == {0, 13}
+    fig = viz.mask_resampling(mask, (12, 12))
+    assert fig.axes[3].get_title() == f"invented classes: {invented} pixels"

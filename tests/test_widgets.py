@@ -213,7 +213,7 @@ def test_augmentation_explorer_identity_then_controls_change_picture():
 
 def test_augmentation_explorer_mask_keeps_palette_colours():
     explorer = widgets.AugmentationExplorer(*striped_frame())
-    explorer.scale.value = 0.7
+    explorer.resize.value = 0.7
     explorer.crop.value = 0.8
     explorer.hue.value = 0.2
     out_mask = explorer.result[1]
