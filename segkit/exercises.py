@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from segkit import labels, layout
+from segkit.losses import build_loss, class_weights_from_histogram
+from segkit.metrics import ConfusionMatrix
 from segkit.pictures import resampled_labels
 
 #: Relative tolerance of numeric answers: a learner rounding to three digits is right.
@@ -223,3 +226,195 @@ def padded_share(frame: tuple[int, int], crop: tuple[int, int], base_height: int
                    hints={"as a percentage: give a fraction between 0 and 1": 100 * expected,
                           "counting the covered part instead": 1 - expected})
 
+
+
+# --- 04: convolution, loss and scores -------------------------------------------------------------
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+                     answer: int | None = None) -> Verdict:
+    """04: the output side of a convolution over ``size`` pixels, as torch computes it."""
+    probe = torch.zeros(1, 1, size, 1)
+    weight = torch.zeros(1, 1, kernel, 1)
+    expected = torch.nn.functional.conv2d(probe, weight, stride=(stride, 1), padding=(padding, 0),
+                                          dilation=(dilation, 1)).shape[2]
+    floor_free = (size + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
+    return _number(answer, expected, "the output size",
+                   hints={"without the dilation": (size + 2 * padding - kernel) // stride + 1,
+                          "without rounding down": floor_free,
+                          "without the final + 1": expected - 1})
+
+
+def receptive_field(layers: Sequence[tuple[int, int, int]], answer: int | None) -> Verdict:
+    """04: the receptive field (pixels a side) after ``layers``, each (kernel, stride, dilation),
+    by the recurrence r_l = r_{l-1} + (k_l - 1) d_l j_{l-1}, j_l = j_{l-1} s_l, from r_0 = j_0 = 1."""
+    field, jump, unstrided = 1, 1, 1
+    for kernel, stride, dilation in layers:
+        field += (kernel - 1) * dilation * jump
+        unstrided += (kernel - 1) * dilation
+        jump *= stride
+    return _number(answer, field, "the receptive field",
+                   hints={"forgetting that each stride multiplies the step of later layers": unstrided})
+
+
+def cross_entropy(logits, target, answer: float | None) -> Verdict:
+    """04: the mean cross-entropy of ``logits`` (P, C), one row of class scores per pixel, against
+    ``target`` (P,), void (255) pixels left out, as segkit's loss computes it."""
+    scores = torch.as_tensor(logits, dtype=torch.float64).T[None, :, :, None]  # (1, C, P, 1)
+    classes = torch.as_tensor(target, dtype=torch.int64)[None, :, None]  # (1, P, 1)
+    expected = float(build_loss("ce")(scores, classes))
+    valid = classes != labels.IGNORE_INDEX
+    per_pixel = torch.nn.functional.cross_entropy(scores, classes.clamp(max=scores.shape[1] - 1),
+                                                  reduction="none")
+    return _number(answer, expected, "the mean cross-entropy of the labelled pixels",
+                   hints={"averaging over every pixel, void included":
+                          float((per_pixel * valid).sum() / valid.numel()),
+                          "with log base 2": expected / math.log(2)})
+
+
+def iou_of_class(matrix, index: int, answer: float | None) -> Verdict:
+    """04: IoU of class ``index`` from a confusion matrix ``[ground truth, prediction]``."""
+    counts = torch.as_tensor(np.asarray(matrix), dtype=torch.int64)
+    confusion = ConfusionMatrix(len(counts), class_categories=None)
+    confusion.mat += counts
+    expected = float(confusion.compute()["iou"][index])
+    tp = float(counts[index, index])
+    return _number(answer, expected, f"the IoU of class {index}",
+                   hints={"dividing by the row only (that is the recall)": tp / float(counts[index].sum()),
+                          "dividing by the column only (that is the precision)":
+                          tp / float(counts[:, index].sum()),
+                          "with the diagonal counted twice in the denominator":
+                          tp / float(counts[index].sum() + counts[:, index].sum())})
+
+
+# --- 05: depth, memory and the loss ---------------------------------------------------------------
+
+BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2}
+
+
+def activation_mib(shape: Sequence[int], precision: str, answer: float | None) -> Verdict:
+    """05: MiB (2**20 bytes) of one feature map of ``shape`` (N, C, H, W) stored in ``precision``."""
+    elements = math.prod(shape)
+    size = BYTES_PER_ELEMENT[precision]
+    expected = elements * size / 2**20
+    return _number(answer, expected, "its size in MiB",
+                   hints={"in fp32 (4 bytes an element)": elements * 4 / 2**20,
+                          "forgetting the bytes per element": elements / 2**20,
+                          "in MB (10**6 bytes) instead of MiB": elements * size / 1e6,
+                          "for one image instead of the batch": expected / shape[0]})
+
+
+def class_weight(class_pixels: Sequence[int], name: str, answer: float | None) -> Verdict:
+    """05: the ENet class weight 1 / ln(1.02 + p) of class ``name``, as the training loss uses it
+    (``segkit.losses.class_weights_from_histogram`` over the manifest's class counts)."""
+    counts = torch.as_tensor(_labelled(class_pixels))
+    index = labels.CLASS_NAMES.index(name)
+    expected = float(class_weights_from_histogram(counts)[index])
+    share = float(counts[index] / counts.sum())
+    return _number(answer, expected, f"the weight of {name}",
+                   hints={"with the share in percent": 1 / math.log(1.02 + 100 * share),
+                          "with the share of all pixels, void included":
+                          1 / math.log(1.02 + float(counts[index]) / float(np.sum(class_pixels)))})
+
+
+def focal_factor(p_t: float, gamma: float, answer: float | None) -> Verdict:
+    """05: how much less a pixel with probability ``p_t`` of its true class weighs under the focal
+    loss than under cross-entropy: focal / CE, measured on segkit's two losses."""
+    logits = torch.tensor([[math.log(p_t), math.log1p(-p_t)]], dtype=torch.float64)[..., None, None]
+    target = torch.zeros(1, 1, 1, dtype=torch.int64)
+    expected = float(build_loss("focal", gamma=gamma)(logits, target)
+                     / build_loss("ce")(logits, target))
+    return _number(answer, expected, f"the focal loss's share of cross-entropy at p_t = {p_t}",
+                   hints={"with p_t instead of 1 - p_t": p_t**gamma,
+                          "without the power gamma": 1 - p_t})
+
+
+# --- 06: dilation, output stride, ASPP ------------------------------------------------------------
+
+def dilated_extent(kernel: int, dilation: int, answer: int | None) -> Verdict:
+    """06: the side of the window a ``kernel`` × ``kernel`` convolution with ``dilation`` reads,
+    measured as the pixels one output takes from an impulse."""
+    impulse = torch.zeros(1, 1, 1, 4 * kernel * dilation)
+    impulse[..., 2 * kernel * dilation] = 1
+    ones = torch.ones(1, 1, 1, kernel)
+    reached = torch.nn.functional.conv_transpose2d(impulse, ones, dilation=(1, dilation))
+    columns = (reached != 0).nonzero()[:, -1]
+    expected = int(columns.max() - columns.min()) + 1
+    return _number(answer, expected, "the window side",
+                   hints={"with the dilation multiplying the whole kernel": kernel * dilation,
+                          "without dilation": kernel})
+
+
+def _deeplab(output_stride: int):
+    from segkit.models import build_model
+
+    return build_model("deeplabv3plus", backbone="mobilenet_v3_large", output_stride=output_stride)
+
+
+def aspp_rates(output_stride: int, answer: Sequence[int] | None) -> Verdict:
+    """06: the dilation rates of ASPP's three 3×3 branches at ``output_stride``, read from the model."""
+    if answer is None:
+        return _open("Give the three rates.")
+    expected = sorted({m.dilation[0] for m in _deeplab(output_stride).aspp.modules()
+                       if isinstance(m, torch.nn.Conv2d) and m.dilation[0] > 1})
+    if sorted(answer) == expected:
+        return Verdict(True, f"rates {tuple(expected)}: the same field of view in input pixels.")
+    return Verdict(False, f"{tuple(answer)} is not it: at output stride {output_stride} neighbouring "
+                          f"feature pixels are {output_stride} input pixels apart, and the rates "
+                          "must reach as far in the input as (6, 12, 18) do at output stride 16.")
+
+
+def feature_size(input_size: tuple[int, int], output_stride: int,
+                 answer: tuple[int, int] | None) -> Verdict:
+    """06: (width, height) of the backbone's deepest features for an input (width, height), from a
+    forward pass."""
+    if answer is None:
+        return _open("Give (width, height) of the deep features.")
+    net = _deeplab(output_stride).eval()
+    with torch.inference_mode():
+        deep = net.backbone(torch.zeros(1, 3, input_size[1], input_size[0]))["out"]
+    expected = (deep.shape[-1], deep.shape[-2])
+    if tuple(answer) == expected:
+        return Verdict(True, f"{expected[0]}×{expected[1]}: the input divided by {output_stride}, "
+                             "rounded up.")
+    return Verdict(False, f"{tuple(answer)} is not it; divide each side by the output stride "
+                          "(rounding up).")
+
+
+def backbone_lr(model, config, answer: float | None) -> Verdict:
+    """06: the learning rate the backbone of ``model`` starts with under ``config``."""
+    loaded = bool(getattr(model.backbone, "pretrained", False))
+    expected = config.lr * (config.backbone_lr if loaded else 1.0)
+    why = (f"lr {config.lr:g} × backbone factor {config.backbone_lr:g}: the ImageNet weights loaded"
+           if loaded else f"lr {config.lr:g}: the backbone starts from random weights, so it has "
+                          "nothing to preserve and learns at the full rate")
+    verdict = _number(answer, expected, "the backbone's learning rate",
+                      hints={"as if the ImageNet weights had loaded": config.lr * config.backbone_lr,
+                             "as if they had not": config.lr})
+    return Verdict(verdict.ok, f"{verdict.message} ({why})" if verdict.ok else verdict.message)
+
+
+# --- 07: the protocol and the spread --------------------------------------------------------------
+
+def windows(frame: tuple[int, int], window: tuple[int, int], answer: int | None) -> Verdict:
+    """07: how many sliding windows cover a frame (width, height), at segkit's default stride."""
+    from segkit.inference import Inference, _starts
+
+    stride = Inference(mode="slide", window=window).stride_of()
+    rows, columns = (_starts(frame[k], window[k], stride[k]) for k in (1, 0))
+    expected = len(rows) * len(columns)
+    side_by_side = math.ceil(frame[0] / window[0]) * math.ceil(frame[1] / window[1])
+    return _number(answer, expected, "the number of windows", hints={"without overlap": side_by_side})
+
+
+def ahead_beyond_spread(best_per_seed: Mapping[str, Sequence[float]], answer: str | None) -> Verdict:
+    """07: which model is ahead beyond the seed-to-seed spread (``"none"`` if none is), given each
+    model's best validation mIoU per seed; decided as ``segkit.course.best_model`` does."""
+    if answer is None:
+        return _open('Name the model, or "none".')
+    from segkit.course import best_model
+
+    runs = {name: [{"history": [{"val_miou": value}]} for value in values]
+            for name, values in best_per_seed.items()}
+    leader, why = best_model(runs)
+    expected = leader or "none"
+    return Verdict(answer == expected, why if answer == expected else f"not {answer}: {why}")

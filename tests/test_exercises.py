@@ -114,3 +114,95 @@ def test_invented_classes_counts_values_a_bilinear_resize_creates() -> None:
 def test_padded_share_of_a_crop(scale, share) -> None:
     # a 512x256 frame, 256x128 crops, base height 128: at scale 0.5 the frame is 128x64
     assert exercises.padded_share((512, 256), (256, 128), 128, scale, share)
+
+
+def test_conv_output_size_follows_torch_and_names_the_slips() -> None:
+    assert exercises.conv_output_size(128, 3, stride=2, padding=1, answer=64)
+    assert exercises.conv_output_size(100, 3, dilation=6, answer=88)
+    assert "without the dilation" in exercises.conv_output_size(100, 3, dilation=6, answer=98).message
+    assert "final + 1" in exercises.conv_output_size(10, 3, answer=7).message
+
+
+def test_receptive_field_multiplies_the_step_after_each_stride() -> None:
+    two_convs_pool_two_convs = [(3, 1, 1), (3, 1, 1), (2, 2, 1), (3, 1, 1), (3, 1, 1)]
+    assert exercises.receptive_field(two_convs_pool_two_convs, 14)  # 5, 6, then +2*2 twice
+    assert "stride multiplies" in exercises.receptive_field(two_convs_pool_two_convs, 10).message
+    assert exercises.receptive_field([(3, 1, 4)], 9)
+
+
+def test_cross_entropy_leaves_void_pixels_out() -> None:
+    import math
+
+    scores = [[2.0, 0.0, 1.0], [0.0, 1.0, 1.0], [9.0, 0.0, 0.0]]
+    first = -math.log(math.exp(2) / (math.exp(2) + 1 + math.e))
+    second = -math.log(math.e / (1 + 2 * math.e))
+    assert exercises.cross_entropy(scores, [0, 1, IGNORE_INDEX], (first + second) / 2)
+    assert "void included" in exercises.cross_entropy(scores, [0, 1, IGNORE_INDEX],
+                                                      (first + second) / 3).message
+
+
+def test_iou_of_class_tells_recall_and_precision_apart() -> None:
+    matrix = [[5, 1], [2, 4]]  # class 0: TP 5, FN 1, FP 2
+    assert exercises.iou_of_class(matrix, 0, 5 / 8)
+    assert "recall" in exercises.iou_of_class(matrix, 0, 5 / 6).message
+    assert "precision" in exercises.iou_of_class(matrix, 0, 5 / 7).message
+
+
+def test_activation_mib_and_its_slips() -> None:
+    shape = (8, 16, 512, 1024)
+    assert exercises.activation_mib(shape, "fp16", 128)
+    assert "fp32" in exercises.activation_mib(shape, "fp16", 256).message
+    assert "one image" in exercises.activation_mib(shape, "fp16", 16).message
+
+
+def test_class_weight_is_the_enet_weight_of_the_labelled_share() -> None:
+    import math
+
+    pixels = _pixels(road=98, person=2, void=100)
+    assert exercises.class_weight(pixels, "person", 1 / math.log(1.02 + 0.02))
+    assert "percent" in exercises.class_weight(pixels, "person", 1 / math.log(1.02 + 2)).message
+
+
+def test_focal_factor_is_one_minus_p_to_the_gamma() -> None:
+    assert exercises.focal_factor(0.9, 2.0, 0.01)
+    assert exercises.focal_factor(0.5, 0.0, 1.0)
+    assert "p_t instead of 1 - p_t" in exercises.focal_factor(0.9, 2.0, 0.81).message
+
+
+def test_dilated_extent_and_aspp_rates_read_from_the_model() -> None:
+    assert exercises.dilated_extent(3, 6, 13) and exercises.dilated_extent(3, 1, 3)
+    assert "whole kernel" in exercises.dilated_extent(3, 6, 18).message
+    assert exercises.aspp_rates(16, (6, 12, 18)) and exercises.aspp_rates(8, (36, 24, 12))
+    assert not exercises.aspp_rates(8, (6, 12, 18))
+
+
+def test_feature_size_divides_by_the_output_stride() -> None:
+    assert exercises.feature_size((256, 128), 16, (16, 8))
+    assert exercises.feature_size((256, 128), 8, (32, 16))
+    assert not exercises.feature_size((256, 128), 8, (16, 8))
+
+
+def test_backbone_lr_depends_on_whether_the_weights_loaded() -> None:
+    from types import SimpleNamespace
+
+    from segkit.config import TrainConfig
+
+    config = TrainConfig(lr=1e-3, backbone_lr=0.1)
+    pretrained = SimpleNamespace(backbone=SimpleNamespace(pretrained=True))
+    random_init = SimpleNamespace(backbone=SimpleNamespace(pretrained=False))
+    assert exercises.backbone_lr(pretrained, config, 1e-4)
+    assert exercises.backbone_lr(random_init, config, 1e-3)
+    assert "as if the ImageNet weights had loaded" in exercises.backbone_lr(random_init, config, 1e-4).message
+
+
+def test_windows_counts_the_overlapping_slide() -> None:
+    assert exercises.windows((512, 256), (256, 128), 9)  # stride 171x86: 3 rows of 3
+    assert "without overlap" in exercises.windows((512, 256), (256, 128), 4).message
+    assert exercises.windows((256, 128), (256, 128), 1)
+
+
+def test_ahead_beyond_spread_names_a_model_only_beyond_the_spread() -> None:
+    assert exercises.ahead_beyond_spread({"unet": [0.30, 0.32], "my_fcn": [0.20, 0.25]}, "unet")
+    overlap = {"unet": [0.30, 0.32], "my_fcn": [0.20, 0.31]}
+    assert exercises.ahead_beyond_spread(overlap, "none")
+    assert not exercises.ahead_beyond_spread(overlap, "unet")
