@@ -235,22 +235,25 @@ class ConfusionExplorer(_Browser):
 
     def render(self) -> None:
         """Redraw the picture and the caption for the selected cell."""
-        true, predicted = self.selected
         frames = self.frames()
-        colour = CORRECT if true == predicted else CONFUSED
-        rows = [compose([(f"{self._frame_name(i)}: {pixels:,} px", highlighted(
-                             self.images[i], cell_mask(self.targets[i], self.predictions[i], true, predicted),
-                             colour)),
-                         ("ground truth", labels.colorize(self.targets[i], self.scheme)),
-                         ("prediction", labels.colorize(self.predictions[i], self.scheme))])
-                for i, pixels in frames]
+        rows = [self._frame_row(i, pixels) for i, pixels in frames]
         if not rows:
             rows = [compose([("no such pixel in any frame", np.full((32, 256, 3), 255, dtype=np.uint8))])]
         self.image.value = to_png(stack(rows))
         self.text.value = self._caption(frames)
 
+    def _frame_row(self, index: int, pixels: int) -> np.ndarray:
+        """Frame ``index`` with the selected cell's pixels highlighted, its ground truth, its prediction."""
+        true, predicted = self.selected
+        mask = cell_mask(self.targets[index], self.predictions[index], true, predicted)
+        colour = CORRECT if true == predicted else CONFUSED
+        return compose([(f"frame {index}: {pixels:,} px", highlighted(self.images[index], mask, colour)),
+                        ("ground truth", labels.colorize(self.targets[index], self.scheme)),
+                        ("prediction", labels.colorize(self.predictions[index], self.scheme))])
+
     def _frame_name(self, index: int) -> str:
-        return f"frame {index}" if self.names is None else f"{index}: {self.names[index]}"
+        name = "" if self.names is None else f" <code>{html.escape(self.names[index])}</code>"
+        return f"frame {index}{name}"
 
     def _caption(self, frames: list[tuple[int, int]]) -> str:
         true, predicted = self.selected

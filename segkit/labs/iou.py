@@ -284,11 +284,14 @@ class IoUPainter(_Browser):
 
     def _readout(self, scores: dict[str, Any]) -> str:
         shown = set(self.brush_classes) | set(np.unique(self.maps["gt"])) | set(np.unique(self.maps["pred"]))
-        rows = []
+        rows = ["<tr><th>class</th><th>TP</th><th>FP</th><th>FN</th>"
+                "<th style='text-align:left'>IoU</th></tr>"]
         for k in sorted(shown - {VOID}):
             name = labels.CLASS_NAMES[k]
             counts = scores["classes"][name]
             note = " (in neither map: left out of the mean)" if math.isnan(counts["iou"]) else ""
-            rows.append(f"<tr><td>{_iou_formula(name, counts)}{note}</td></tr>")
+            numbers = "".join(f"<td style='text-align:right;padding:0 0.6em'>{counts[key]}</td>"
+                              for key in ("tp", "fp", "fn"))
+            rows.append(f"<tr><td>{name}</td>{numbers}<td>{_iou_formula(name, counts)}{note}</td></tr>")
         return (f"<table>{''.join(rows)}</table>"
                 f"<table style='margin-top:0.5em'><tr>{_summary(scores)}</tr></table>")
