@@ -10,6 +10,7 @@ every score from the matrix:
   that is only predicted scores 0: every one of its pixels is a false positive.
 * ``mean_acc``: the NaN-mean of per-class recall ``TP / (TP + FN)``, NaN for classes absent from
   the ground truth.
+* ``tp_fp_fn``: the per-class counts these scores are made of, for showing the arithmetic.
 * ``category_iou``: IoU of the matrix pooled over the 7 Cityscapes categories (flat, construction,
   object, nature, sky, human, vehicle), the official "categories" score.
 
@@ -149,12 +150,18 @@ def _check_pred(pred: Tensor, drop: Tensor, num_classes: int) -> None:
                              "pixels")
 
 
+def tp_fp_fn(mat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """True positives, false positives and false negatives per class, each (C,), of a confusion
+    matrix ``mat[target, pred]`` (C, C): the diagonal, the rest of each column (pixels predicted as
+    the class that are not), and the rest of each row (pixels of the class predicted as another)."""
+    tp = mat.diagonal()
+    return tp, mat.sum(dim=0) - tp, mat.sum(dim=1) - tp
+
+
 def _iou_and_recall(mat: Tensor) -> tuple[Tensor, Tensor]:
     """Per-class IoU and recall (C,) of a float confusion matrix (C, C); 0 / 0 gives NaN."""
-    tp = mat.diagonal()
-    gt = mat.sum(dim=1)  # TP + FN
-    predicted = mat.sum(dim=0)  # TP + FP
-    return tp / (gt + predicted - tp), tp / gt
+    tp, fp, fn = tp_fp_fn(mat)
+    return tp / (tp + fp + fn), tp / (tp + fn)
 
 
 def _pool_by_category(mat: Tensor,

@@ -283,9 +283,14 @@ class MaskBrowser(_Browser):
         images, targets, predictions = predict_samples(model, dataset, count=count,
                                                        batch_size=batch_size, device=device)
         scheme = getattr(dataset, "label_scheme", "cityscapes19")
-        paths = getattr(dataset, "images", None)
-        names = [Path(p).name for p in paths[:len(images)]] if paths is not None else None
-        return cls(images, targets, predictions, names=names, scheme=scheme, **options)
+        return cls(images, targets, predictions, names=sample_names(dataset, len(images)), scheme=scheme,
+                   **options)
+
+
+def sample_names(dataset, count: int) -> list[str] | None:
+    """The file names of the first ``count`` samples of ``dataset`` (its ``images`` paths), or None."""
+    paths = getattr(dataset, "images", None)
+    return None if paths is None else [Path(p).name for p in paths[:count]]
 
 
 def predict_samples(model: torch.nn.Module, dataset, *, count: int | None = None, batch_size: int = 4,

@@ -7,7 +7,7 @@ import torch
 
 from segkit.bench import bench_confusion, one_hot_confusion_reference
 from segkit.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
-from segkit.metrics import ConfusionMatrix, format_table, per_image_iou
+from segkit.metrics import ConfusionMatrix, format_table, per_image_iou, tp_fp_fn
 
 # 5 classes: class 3 is only predicted (IoU 0), class 4 appears nowhere (IoU NaN).
 # The last pixel is ignored, so its prediction (3) must not count.
@@ -60,6 +60,14 @@ def test_update_leaves_inputs_unchanged():
     pred = PRED.to(torch.int32)
     hand_case().update(pred, target)
     assert torch.equal(target, TARGET.to(torch.int32)) and torch.equal(pred, PRED.to(torch.int32))
+
+
+def test_tp_fp_fn_of_the_hand_matrix():
+    # class 0: 2 right, 1 predicted 1; class 2: 1 right, 1 predicted 3, and class 1's pixel as 2
+    tp, fp, fn = tp_fp_fn(MAT)
+    assert tp.tolist() == [2, 1, 1, 0, 0]
+    assert fp.tolist() == [0, 1, 1, 1, 0]
+    assert fn.tolist() == [1, 1, 1, 0, 0]
 
 
 def test_iou_nan_for_absent_zero_for_predicted_only():
