@@ -456,6 +456,54 @@ def predictions_grid(images: Sequence, targets: Sequence, predictions: Mapping[s
     return fig
 
 
+# --- dilation and ASPP ----------------------------------------------------------------------------------
+
+def dilated_taps(size: int, kernel: int, dilation: int) -> np.ndarray:
+    """(size, size) bool: the pixels a ``kernel`` × ``kernel`` convolution with ``dilation`` reads
+    for the output at the centre, found by convolving an impulse (so the figure shows what torch
+    computes, not a formula)."""
+    impulse = torch.zeros(1, 1, size, size)
+    impulse[..., size // 2, size // 2] = 1
+    ones = torch.ones(1, 1, kernel, kernel)
+    reach = torch.nn.functional.conv2d(impulse, ones, padding=dilation * (kernel // 2), dilation=dilation)
+    return (reach[0, 0] != 0).numpy()
+
+
+def aspp_rates(model: torch.nn.Module) -> list[int]:
+    """The dilation rates of the 3 × 3 branches of a model's ASPP (``model.aspp``), in order."""
+    return [m.dilation[0] for m in model.aspp.modules()
+            if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+
+
+def dilation_figure(model: torch.nn.Module, *, kernel: int = 3, dilations: Sequence[int] = (1, 2, 4),
+                    grid: int = 41) -> Figure:
+    """Where a dilated kernel reads: one panel per dilation, then ASPP's branches of ``model``
+    (each 3 × 3 at its rate, the 1 × 1 at the centre; the image-pooling branch reads every pixel),
+    on a ``grid`` × ``grid`` patch of the feature map. The weights are the same nine per kernel:
+    dilation widens the view without adding parameters or pooling."""
+    rates = aspp_rates(model)
+    fig, axes = plt.subplots(1, len(dilations) + 1, figsize=(3.0 * (len(dilations) + 1), 3.3),
+                             layout="constrained")
+    for ax, dilation in zip(axes, dilations, strict=False):
+        taps = dilated_taps(grid, kernel, dilation)
+        ax.imshow(taps, cmap="Blues", vmin=0, vmax=1.3)
+        extent = (kernel - 1) * dilation + 1
+        ax.set_title(f"{kernel}×{kernel}, dilation {dilation}:\nreads a {extent}×{extent} window",
+                     fontsize="medium")
+    aspp = np.zeros((grid, grid))
+    for level, rate in enumerate(sorted(rates, reverse=True), start=1):
+        aspp = np.where(dilated_taps(grid, kernel, rate), level, aspp)
+    aspp[grid // 2, grid // 2] = len(rates) + 1  # the 1 × 1 branch
+    axes[-1].imshow(aspp, cmap="viridis", vmin=0, interpolation="nearest")
+    axes[-1].set_title(f"ASPP at output stride {model.output_stride}:\nrates {', '.join(map(str, rates))} "
+                       "+ 1×1 + image pooling", fontsize="medium")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+    return fig
+
+
 # --- evaluation figures --------------------------------------------------------------------------------
 
 def normalize_confusion(mat: np.ndarray | torch.Tensor, normalize: str | None = "true") -> np.ndarray:

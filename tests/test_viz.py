@@ -286,3 +286,19 @@ def test_mask_resampling_marks_exactly_the_invented_classes() -> None:
     assert invented > 0 and set(np.unique(resampled_labels(mask, (12, 12)))) == {0, 13}
     fig = viz.mask_resampling(mask, (12, 12))
     assert fig.axes[3].get_title() == f"invented classes: {invented} pixels"
+
+
+@pytest.mark.parametrize(("dilation", "side"), [(1, 3), (2, 5), (6, 13)])
+def test_dilated_taps_are_nine_pixels_spread_by_the_dilation(dilation, side) -> None:
+    taps = viz.dilated_taps(31, 3, dilation)
+    rows, cols = np.nonzero(taps)
+    assert taps.sum() == 9 and rows.max() - rows.min() + 1 == side == cols.max() - cols.min() + 1
+
+
+def test_dilation_figure_reads_the_models_aspp_rates() -> None:
+    from segkit.models import build_model
+
+    net = build_model("deeplabv3plus", backbone="mobilenet_v3_large", output_stride=8)
+    assert viz.aspp_rates(net) == [12, 24, 36]
+    fig = viz.dilation_figure(net, grid=81)
+    assert "rates 12, 24, 36" in fig.axes[-1].get_title()
