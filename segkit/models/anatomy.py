@@ -1,8 +1,9 @@
 """A model's anatomy: its stages, their output shapes and the data flow between them.
 
-``stage_graph(model, input_size)`` runs one real forward pass and reports each stage (a top-level
-child module, in the order ``forward`` calls it) with its output shape, the stages it reads and
-the concatenations, additions and upsamplings on the way. Nothing is written per model: the edges
+``stage_graph(model, input_size)`` runs a real forward pass (after a small one that finds the
+stages) and reports each stage (a top-level child module, in the order ``forward`` calls it) with
+its output shape, the stages it reads and the concatenations, additions and upsamplings on the
+way. Nothing is written per model: the edges
 come from following tensors through the forward pass (a ``TorchFunctionMode`` tags every tensor
 with the stages it was computed from), so U-Net's concatenation inside ``Up`` and my_FCN's in its
 own ``forward`` are found alike. A child returning a dict of maps, as DeepLabV3+'s backbone does
@@ -37,6 +38,7 @@ _ADDITIONS = frozenset({torch.add, Tensor.add, Tensor.add_, Tensor.__add__, Tens
 #: An operation upsamples when its output has at least this many times its input's pixels (a
 #: stride-2 transposed conv or bilinear x2 gives 4; padding by a pixel to a skip's size does not).
 _UPSAMPLING_AREA_RATIO = 2
+_DISCOVERY_SIDE = 64  # input side (pixels) of the forward pass that finds the stages
 
 
 @dataclass(frozen=True)
@@ -111,13 +113,14 @@ def _forward_calls(model: nn.Module, x: Tensor) -> list[tuple[str, object]]:
     return calls
 
 
-def stage_modules(model: nn.Module, x: Tensor) -> dict[str, str]:
+def _stage_modules(model: nn.Module, x: Tensor) -> dict[str, str]:
     """Stage name -> dotted module path, in forward order, found with one forward pass of ``x``.
 
     Stages are the direct children ``forward`` calls; a child returning a dict of maps gives one
     stage per key, produced by the grandchild that returns that map.
     """
     calls = _forward_calls(model, x)
+    # by identity; the last grandchild returning a tensor made it (in-place ops return their input)
     made_by = {id(out): path for path, out in calls if "." in path}
     stages: dict[str, str] = {}
     children = [(path, out) for path, out in calls if "." not in path]
@@ -254,8 +257,10 @@ def stage_graph(model: nn.Module, input_size: tuple[int, int]) -> list[Stage]:
     head's stride-4 logits to the input), a last stage named ``OUTPUT`` stands for it.
     """
     x = torch.zeros(1, 3, *input_size, device=model_device(model))
+    # which modules are the stages does not depend on the size: find them on a small input
+    small = torch.zeros(1, 3, *(min(side, _DISCOVERY_SIDE) for side in input_size), device=x.device)
     with evaluating(model), torch.no_grad():
-        modules = stage_modules(model, x)
+        modules = _stage_modules(model, small)
         tracer = _FlowTracer(x, modules, model)
         try:
             with tracer:
