@@ -22,7 +22,7 @@ import seaborn as sns
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 from matplotlib.ticker import MaxNLocator
 
 from segkit.labels import (
@@ -36,6 +36,7 @@ from segkit.labels import (
     palette,
 )
 from segkit.metrics import ConfusionMatrix, per_image_iou
+from segkit.models.anatomy import INPUT, Stage, skip_connections, stage_graph
 from segkit.pictures import (
     as_labels,
     as_rgb,
@@ -610,3 +611,101 @@ def draw_live(fig: Figure, history: Sequence[Mapping[str, Any]], epochs: int | N
         score_ax.legend(fontsize="small", loc="lower right")
     epoch = history[-1]["epoch"] if history else 0
     fig.suptitle(f"epoch {epoch}" + (f"/{epochs}" if epochs else ""), fontsize="medium")
+
+
+# --- architecture diagrams ----------------------------------------------------------------------------
+
+_MERGE_MARKS = {"concat": "C", "add": "+"}
+
+
+def _box_height(channels: int, widest: int) -> float:
+    """Box height in level units: 0.3 for one channel up to 0.75 for the widest stage (log scale)."""
+    return 0.3 + 0.45 * math.log2(channels + 1) / math.log2(widest + 1)
+
+
+def _upsampling_factor(stage: Stage, source: Stage | None, input_height: int) -> int:
+    """How many times the map from ``source`` (None: the input) is enlarged per side into ``stage``."""
+    return round(stage.shape[1] / (source.shape[1] if source is not None else input_height))
+
+
+def _draw_edge(ax: Axes, start: FancyBboxPatch, end: FancyBboxPatch, *, skip: bool, label: str) -> None:
+    """An arrow from box to box: straight and solid for the main flow, a red dashed arc for a skip."""
+    (x0, y0), (x1, y1) = _centre(start), _centre(end)
+    bend = -0.9 / math.dist((x0, y0), (x1, y1)) if skip else 0.0  # the same rise for long and short
+    ax.add_patch(FancyArrowPatch(patchA=start, patchB=end, posA=(x0, y0), posB=(x1, y1),
+                                 arrowstyle="-|>", mutation_scale=12, shrinkA=1, shrinkB=1,
+                                 connectionstyle=f"arc3,rad={bend:.3f}", linewidth=1.3,
+                                 linestyle="--" if skip else "-", color="C3" if skip else "0.25",
+                                 zorder=1))
+    if label:
+        ax.annotate(label, ((x0 + x1) / 2, (y0 + y1) / 2), xytext=(5, 0), textcoords="offset points",
+                    fontsize=7.5, color="C0", va="center")
+
+
+def _centre(box: FancyBboxPatch) -> tuple[float, float]:
+    return box.get_x() + box.get_width() / 2, box.get_y() + box.get_height() / 2
+
+
+def _draw_box(ax: Axes, centre: tuple[float, float], height: float, colour: Any, gid: str,
+              title: str, shape: tuple[int, ...]) -> FancyBboxPatch:
+    """A stage's box with its name and C×H×W; returns the box."""
+    x, y = centre
+    box = FancyBboxPatch((x - 0.4, y - height / 2), 0.8, height, gid=gid, facecolor=colour,
+                         edgecolor="0.3", boxstyle="round,pad=0.02", zorder=2)
+    ax.add_patch(box)
+    ax.text(x, y, f"{title}\n{'×'.join(map(str, shape))}", ha="center", va="center", fontsize=7.5,
+            zorder=3)
+    return box
+
+
+def _mark_merge(ax: Axes, box: FancyBboxPatch, kind: str, stage: str) -> None:
+    """The "C" (concatenation) or "+" (addition) mark on a box's upper left corner."""
+    ax.text(box.get_x(), box.get_y() + box.get_height(), _MERGE_MARKS[kind], gid=f"{kind}:{stage}",
+            ha="center", va="center", fontsize=8, fontweight="bold", zorder=4,
+            bbox={"boxstyle": "circle,pad=0.15", "facecolor": "white", "edgecolor": "C3"})
+
+
+def architecture(model: torch.nn.Module, input_size: tuple[int, int]) -> Figure:
+    """The model drawn from its own stages (``segkit.models.anatomy.stage_graph``), U-shaped.
+
+    x is the order in which ``forward`` runs the stages, y the resolution level (halvings of the
+    (H, W) = ``input_size`` input, finest on top); each box gives a stage's name and output
+    C×H×W, and grows with its channels. Solid arrows are the main flow, red dashed arcs the skip
+    connections (edges jumping over stages); "C" / "+" mark the stages whose sources are
+    concatenated / added, "↑×k" the main-flow edges whose map is upsampled k times per side. The
+    title gives the parameter count.
+    """
+    stages = stage_graph(model, input_size)
+    widest = max(s.shape[0] for s in stages)
+    levels = max(s.level for s in stages)
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.05 * (len(stages) + 1)), 1.1 * levels + 2.0),
+                           layout="constrained")
+    colours = sns.color_palette("crest", n_colors=levels + 1)
+    boxes = {INPUT: _draw_box(ax, (0, 0), _box_height(3, widest), "white", INPUT, INPUT,
+                              (3, *input_size))}
+    for x, stage in enumerate(stages, start=1):
+        boxes[stage.name] = _draw_box(ax, (x, -stage.level), _box_height(stage.shape[0], widest),
+                                      colours[stage.level], f"stage:{stage.name}", stage.name, stage.shape)
+    by_name = {s.name: s for s in stages}
+    skips = set(skip_connections(stages))
+    for stage in stages:
+        upsampled = {source for join in stage.joins if join.kind == "upsample" for source in join.sources}
+        for source in stage.sources:
+            skip = (source, stage.name) in skips
+            factor = _upsampling_factor(stage, by_name.get(source), input_size[0])
+            label = f"↑×{factor}" if source in upsampled and factor > 1 and not skip else ""
+            _draw_edge(ax, boxes[source], boxes[stage.name], skip=skip, label=label)
+        if stage.merges:
+            _mark_merge(ax, boxes[stage.name], stage.merges[0].kind, stage.name)
+    ax.set(xlim=(-0.6, len(stages) + 0.6), ylim=(-levels - 0.6, 0.8), xticks=[],
+           yticks=[-level for level in range(levels + 1)],
+           yticklabels=["H×W" if level == 0 else f"H/{2 ** level}" for level in range(levels + 1)])
+    ax.set_xlabel("forward order →   (C: concatenation, +: addition, red dashed: skip connection, "
+                  "↑×k: upsampling)", fontsize="small")
+    ax.grid(False)
+    ax.spines[:].set_visible(False)
+    name = getattr(model, "segkit_name", type(model).__name__)
+    parameters = sum(p.numel() for p in model.parameters())
+    ax.set_title(f"{name}: {parameters / 1e6:.2f} M parameters, input 3×{input_size[0]}×{input_size[1]}",
+                 fontsize="medium")
+    return fig
