@@ -47,7 +47,7 @@ _I = TypeVar("_I", bound=Item)
 
 def compose(rng: random.Random) -> Scene:
     """Draw one street in metres: geometry, buildings, objects and light; no pixel sizes."""
-    lane = rng.uniform(2.8, 3.5)
+    lane = rng.uniform(3.0, 3.6)
     n_lanes = rng.choice([1, 2, 2, 2, 3, 4, 4])
     ego_lane = rng.randrange(n_lanes // 2, n_lanes) if n_lanes > 1 else 0
     road = (-(ego_lane + 0.5) * lane, (n_lanes - ego_lane - 0.5) * lane)
@@ -67,7 +67,7 @@ def compose(rng: random.Random) -> Scene:
     objects += _people(rng, sides, road, crossing)
     objects += _cross_traffic(rng, road, crossing, z_end)
     rails = None
-    if rng.random() < 0.25 and n_lanes >= 2:
+    if rng.random() < 0.2 and n_lanes >= 2:
         rails = road[0] + lane * 0.5
         objects.append(_vehicle(rng, "train", rails, rng.uniform(20, 70), facing="front"))
     objects.sort(key=lambda item: -item.z)
@@ -166,7 +166,7 @@ def _building(rng: random.Random, z0: float, z1: float, heights: tuple[float, fl
                     glass=np.array([0.06, 0.075, 0.09]) * rng.uniform(0.7, 1.6),
                     trim=np.array(trim), shop=rng.random() < (0.65, 0.3, 0.45)[style],
                     balconies=rng.random() < (0.3, 0.35, 0.55)[style],
-                    roof=rng.uniform(2.0, 5.0) if rng.random() < (0.6, 0.7, 0.1)[style] else 0.0,
+                    roof=rng.uniform(1.5, 3.5) if rng.random() < (0.35, 0.45, 0.05)[style] else 0.0,
                     roof_color=np.array(rng.choice(ROOFS)) * rng.uniform(0.8, 1.2),
                     depth=rng.uniform(10, 18), seed=rng.getrandbits(32))
 
@@ -270,7 +270,7 @@ def _side_objects(rng: random.Random, side: Side, crossing: tuple[float, float] 
     """Trees, lamps, signs, posts, bollards, bins and parked bicycles on one sidewalk."""
     s, items = side.sign, []
     near_kerb = s * (side.kerb + 0.45)
-    if side.park or rng.random() < 0.5:
+    if side.park or rng.random() < 0.52:
         x_tree = s * (side.kerb + 0.9) if rng.random() < 0.6 else s * (side.facade - 1.2)
         big = 1.0 + side.park * 0.3
         for z in _spots(rng, 2.0, min(z_end * 0.6, 90), (7, 14), crossing):
@@ -402,7 +402,7 @@ def _cross_traffic(rng: random.Random, road: tuple[float, float],
             items.append(_vehicle(rng, "car", rng.uniform(-25, 25),
                                   rng.uniform(crossing[0] + 2, crossing[1] - 4),
                                   facing=rng.choice(["left", "right"])))
-        for _ in range(_poisson(rng, 1.5)):
+        for _ in range(_poisson(rng, 1.0)):
             side = rng.choice([-1, 1])
             x = side * (abs(road[0] if side < 0 else road[1]) + rng.uniform(4, 30))
             z = rng.choice([crossing[0] + 0.3, crossing[1] - 2.2])

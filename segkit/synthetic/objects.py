@@ -92,7 +92,7 @@ def _draw_lamp(cv: Canvas, p: Lamp) -> None:
     r = random.Random(p.seed)
     sp = Sprite(cv, p.x, p.z)
     sp.brightness = _lit(cv, p.x, p.z, round_=True)
-    height, width, arm = r.uniform(6, 9), r.uniform(0.1, 0.16), p.arm
+    height, width, arm = r.uniform(6, 9), r.uniform(0.09, 0.14), p.arm
     colour = _grey(r, 0.2, 0.4) if r.random() < 0.7 else np.array([0.12, 0.16, 0.13])
     sp.poly([(-width / 2, 0), (width / 2, 0), (width * 0.3, height), (-width * 0.3, height)],
             POLE, colour)
@@ -122,8 +122,8 @@ def _draw_bollard(cv: Canvas, p: Item) -> None:
     sp = Sprite(cv, p.x, p.z)
     sp.brightness = _lit(cv, p.x, p.z, round_=True)
     colour = _grey(r, 0.1, 0.35) if r.random() < 0.7 else np.array([0.35, 0.06, 0.05])
-    sp.rect(-0.06, 0, 0.06, 0.9, POLE, colour)
-    sp.rect(-0.06, 0.7, 0.06, 0.78, POLE, (0.6, 0.6, 0.58))
+    sp.rect(-0.05, 0, 0.05, 0.9, POLE, colour)
+    sp.rect(-0.05, 0.7, 0.05, 0.78, POLE, (0.6, 0.6, 0.58))
     sp.draw()
 
 
@@ -157,7 +157,7 @@ def _draw_sign(cv: Canvas, p: Sign) -> None:
     sp.brightness = _lit(cv, p.x, p.z, round_=True)
     h = r.uniform(2.2, 3.2)
     plates = 2 if r.random() < 0.35 else 1
-    sp.rect(-0.035, 0, 0.035, h + 0.3, POLE, _grey(r, 0.3, 0.5))
+    sp.rect(-0.03, 0, 0.03, h + 0.3, POLE, _grey(r, 0.3, 0.5))
     back = p.back and r.random() < 0.7
     for k in range(plates):
         _sign_plate(sp, r, h - 0.75 * k, back)
@@ -172,7 +172,7 @@ def _draw_light(cv: Canvas, p: TrafficLight) -> None:
     colour = _grey(r, 0.15, 0.35)
     overhead = p.overhead
     height = r.uniform(5.6, 6.5) if overhead else r.uniform(2.6, 3.4)
-    sp.rect(-0.08, 0, 0.08, height, POLE, colour)
+    sp.rect(-0.07, 0, 0.07, height, POLE, colour)
     centre = 0.0
     if overhead:
         centre = p.arm * r.uniform(3.0, 5.0)
