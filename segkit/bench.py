@@ -148,7 +148,7 @@ def bench_synth(*, frames: int = 8, size: tuple[int, int] = (2048, 1024), measur
     figures of ``realism.REAL``. Returns the figures, with ``realism`` the measures and
     ``shortfalls`` what misses issue 22's "done" thresholds (empty when nothing does).
     """
-    figures: dict = {"machine": machine(), "size": list(size), "frames": frames,
+    figures: dict = {"machine": machine(), "cpu": cpu_model(), "size": list(size), "frames": frames,
                      "measure_size": list(measure_size), "measure_frames": 2 * measure_frames}
     with tempfile.TemporaryDirectory(prefix="segkit-bench-synth-") as tmp:
         started = time.perf_counter()
@@ -163,6 +163,18 @@ def bench_synth(*, frames: int = 8, size: tuple[int, int] = (2048, 1024), measur
     figures["shortfalls"] = realism.shortfalls(result)
     _print_synth_table(figures, result)
     return figures
+
+
+def cpu_model() -> str:
+    """The processor's model name as the kernel reports it (``lscpu``'s), else the platform's."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _official_frames(root: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -181,7 +193,7 @@ def _span(low: float, high: float, fmt: str) -> str:
 def _print_synth_table(figures: dict, result: realism.Realism) -> None:
     real = realism.REAL
     width, height = figures["size"]
-    print(f"segkit bench synth — {figures['machine']}")
+    print(f"segkit bench synth — {figures['cpu']}; {figures['machine']}")
     print(f"generation at {width}x{height}: {figures['frames_per_s']:.2f} frames/s "
           f"({figures['frames']} frames rendered and written with their labels)")
     print("realism at {}x{} over {} frames, beside real Cityscapes ({}):".format(

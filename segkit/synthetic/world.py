@@ -184,7 +184,7 @@ def _darken(cv: Canvas, shade: np.ndarray, first: int, s: Shadow, factor: float,
     mask = mask[start - rows.start:]
     win = (slice(start, rows.stop), cols)
     if s.leafy:  # sun flecks through the leaves
-        mask = mask & (cv.fields.detail[win] * 0.5 + cv.fields.mid[win] < 1.5)
+        mask = mask & (cv.fields.detail[win] * 0.5 + cv.fields.mid[win] < 1.9)
     local = shade[start - first:rows.stop - first, cols]
     np.minimum(local, np.where(mask, _F(factor), _F(np.inf)), out=local)
 
