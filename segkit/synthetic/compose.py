@@ -67,7 +67,7 @@ def compose(rng: random.Random) -> Scene:
     objects += _people(rng, sides, road, crossing)
     objects += _cross_traffic(rng, road, crossing, z_end)
     rails = None
-    if rng.random() < 0.2 and n_lanes >= 2:
+    if rng.random() < 0.15 and n_lanes >= 2:
         rails = road[0] + lane * 0.5
         objects.append(_vehicle(rng, "train", rails, rng.uniform(20, 70), facing="front"))
     objects.sort(key=lambda item: -item.z)
