@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils import flop_counter
 from torch.utils.data import DataLoader, RandomSampler
@@ -25,7 +28,7 @@ from segkit.models.registry import INIT_ONLY_OPTIONS
 from segkit.planner import peak_bytes
 from segkit.prepare import prepare
 from segkit.runtime import autocast_dtype, cpu_has_native_bf16, resolve_device
-from segkit.synthetic import generate
+from segkit.synthetic import generate, realism
 from segkit.transforms import eval_transforms, train_transforms
 
 
@@ -130,6 +133,96 @@ def _print_data_table(figures: dict, workers: tuple[int, ...]) -> None:
     print(f"one batch of {figures['batch_size']} from the prepared cache: "
           f"{figures['batch_ms_prepared']:.0f} ms; one my_fcn training step on it: "
           f"{figures['my_fcn_step_ms']:.0f} ms")
+
+
+# --- synthetic data: generation rate and realism against real Cityscapes ------------------------
+
+def bench_synth(*, frames: int = 8, size: tuple[int, int] = (2048, 1024), measure_frames: int = 48,
+                measure_size: tuple[int, int] = realism.MEASURE_SIZE, seed: int = 0) -> dict:
+    """Synthetic generation's frames/s and how real its frames look, in one run.
+
+    Generates ``frames`` training frames of ``size`` in a temporary folder (rendering and writing
+    the PNGs, as ``segkit synth`` does) for the rate; then a set like the ``cpu`` course's,
+    ``measure_frames`` train and as many val frames of ``measure_size`` from ``seed``, whose
+    realism measures (``segkit.synthetic.realism``) are printed beside the real Cityscapes
+    figures of ``realism.REAL``. Returns the figures, with ``realism`` the measures and
+    ``shortfalls`` what misses issue 22's "done" thresholds (empty when nothing does).
+    """
+    figures: dict = {"machine": machine(), "cpu": cpu_model(), "size": list(size), "frames": frames,
+                     "measure_size": list(measure_size), "measure_frames": 2 * measure_frames}
+    with tempfile.TemporaryDirectory(prefix="segkit-bench-synth-") as tmp:
+        started = time.perf_counter()
+        generate(Path(tmp, "rate"), size=size, frames=frames, seed=seed,
+                 cities={"train": ("hamburg",)}, progress=False)
+        figures["frames_per_s"] = frames / (time.perf_counter() - started)
+        measured = Path(tmp, "measure")
+        generate(measured, size=measure_size, frames=measure_frames, seed=seed,
+                 cities={"train": ("hamburg",), "val": ("frankfurt",)}, progress=False)
+        result = realism.measure(_official_frames(measured))
+    figures["realism"] = dataclasses.asdict(result)
+    figures["shortfalls"] = realism.shortfalls(result)
+    _print_synth_table(figures, result)
+    return figures
+
+
+def cpu_model() -> str:
+    """The processor's model name as the kernel reports it (``lscpu``'s), else the platform's."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _official_frames(root: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(image, label ids) of every frame under an official-layout root, as uint8 arrays."""
+    for image_path in sorted(Path(root, "leftImg8bit").rglob("*_leftImg8bit.png")):
+        label_path = Path(str(image_path).replace("leftImg8bit", "gtFine", 1)
+                          .replace("_leftImg8bit.png", "_gtFine_labelIds.png"))
+        with Image.open(image_path) as image, Image.open(label_path) as labels:
+            yield np.asarray(image.convert("RGB")), np.asarray(labels)
+
+
+def _span(low: float, high: float, fmt: str) -> str:
+    return format(low, fmt) if low == high else f"{low:{fmt}}-{high:{fmt}}"
+
+
+def _print_synth_table(figures: dict, result: realism.Realism) -> None:
+    real = realism.REAL
+    width, height = figures["size"]
+    print(f"segkit bench synth — {figures['cpu']}; {figures['machine']}")
+    print(f"generation at {width}x{height}: {figures['frames_per_s']:.2f} frames/s "
+          f"({figures['frames']} frames rendered and written with their labels)")
+    print("realism at {}x{} over {} frames, beside real Cityscapes ({}):".format(
+        *figures["measure_size"], result.frames, real["source"]))
+    rows = [("Laplacian variance (grain)", f"{result.laplacian_var:.0f}",
+             _span(*real["laplacian_var"], ".0f")),
+            ("flat 3x3 neighbourhoods (std < 0.5)", f"{100 * result.flat_share:.1f} %",
+             _span(*(100 * v for v in real["flat_share"]), ".1f") + " %"),
+            ("mean saturation (HSV S, 0-255)", f"{result.saturation:.1f}",
+             _span(*real["saturation"], ".0f")),
+            ("std of RGB", f"{result.rgb_std:.1f}", _span(*real["rgb_std"], ".0f"))]
+    for name, colour in real["colour"].items():
+        spread = real["colour_std"].get(name)
+        rows.append((f"{name} colour, mean RGB",
+                     ",".join(f"{c:.0f}" for c in result.colour[name])
+                     + f" ± {result.colour_std[name]:.0f}",
+                     ",".join(f"{c:.0f}" for c in colour) + (f" ± {spread:.0f}" if spread else "")))
+    for name, (count, size) in real["objects"].items():
+        ours = result.objects[name]
+        rows.append((f"{name}s per frame / median px", f"{ours[0]:.1f} / {ours[1]:.0f}",
+                     f"{count:.1f}" + (f" / {size:.0f}" if size else "")))
+    print(f"{'measure':<38} {'synthetic':>18} {'real Cityscapes':>18}")
+    for name, ours, theirs in rows:
+        print(f"{name:<38} {ours:>18} {theirs:>18}")
+    if figures["shortfalls"]:
+        print("short of issue 22's done thresholds: " + "; ".join(figures["shortfalls"]))
+    else:
+        print("within issue 22's done thresholds (grain and flat areas within 1.5x, saturation "
+              "and colours within 15 %, at least 4 cars a frame of at most twice the real size)")
 
 
 # --- confusion matrix: bincount against a one-hot reference ---------------------------------

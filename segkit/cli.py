@@ -153,6 +153,20 @@ def _add_bench(commands) -> None:
     data.add_argument("--batch-size", type=int, default=8, help="default: %(default)s")
     data.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     data.set_defaults(run=_run_bench_data)
+    synth = targets.add_parser("synth", help="synthetic data: generation rate and realism",
+                               description="Frames/s of synthetic generation at --size, and the "
+                                           "realism measures of a set like the cpu course's "
+                                           "(grain, flat areas, saturation, class colours, "
+                                           "objects per frame) beside real Cityscapes figures.")
+    synth.add_argument("--frames", type=int, default=8,
+                       help="frames generated for the rate (default: %(default)s)")
+    synth.add_argument("--size", type=_size, default=(2048, 1024), metavar="WxH",
+                       help="size of the frames timed (default: 2048x1024, the real size)")
+    synth.add_argument("--measure-frames", type=int, default=48,
+                       help="train and as many val frames measured (default: %(default)s)")
+    synth.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    synth.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    synth.set_defaults(run=_run_bench_synth)
     train = targets.add_parser("train", help="training-step speed and memory per model",
                                description="Forward+backward img/s and peak memory per model at "
                                            "each size (fp32, channels_last, bf16 on CPU / AMP on "
@@ -189,6 +203,16 @@ def _run_bench_data(args) -> int:
 
     figures = bench_data(data=args.data, frames=args.frames, size=args.size,
                          raw_size=args.raw_size, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(figures))
+    return 0
+
+
+def _run_bench_synth(args) -> int:
+    from segkit.bench import bench_synth
+
+    figures = bench_synth(frames=args.frames, size=args.size, measure_frames=args.measure_frames,
+                          seed=args.seed)
     if args.json:
         print(json.dumps(figures))
     return 0

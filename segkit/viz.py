@@ -709,3 +709,83 @@ def architecture(model: torch.nn.Module, input_size: tuple[int, int]) -> Figure:
     ax.set_title(f"{name}: {parameters / 1e6:.2f} M parameters, input 3×{input_size[0]}×{input_size[1]}",
                  fontsize="medium")
     return fig
+
+
+# --- synthetic streets against real ones --------------------------------------------------------
+
+def realism(measured: Any, real: Mapping[str, Any] | None = None) -> Figure:
+    """Synthetic frames' realism measures beside real Cityscapes figures, in three panels.
+
+    ``measured`` is a ``segkit.synthetic.realism.Realism`` (or its ``dataclasses.asdict``, as
+    ``segkit bench synth --json`` prints it); ``real`` defaults to ``realism.REAL``. Left: grain,
+    flat areas, saturation and RGB spread as synthetic / real (1: the middle of the real range,
+    grey: the real range, green: issue 22's "done" band). Middle: each class's mean colour, synthetic
+    beside real. Right: objects per frame, synthetic beside real, with median sizes in pixels.
+    """
+    import dataclasses
+
+    from segkit.synthetic.realism import DONE, REAL
+
+    real = REAL if real is None else real
+    ours = measured if isinstance(measured, Mapping) else dataclasses.asdict(measured)
+    fig, (pixels, colours, objects) = plt.subplots(
+        1, 3, figsize=(14, 4.2), layout="constrained", gridspec_kw={"width_ratios": [1.3, 0.9, 1.1]})
+    tol, factor = DONE["colour_tolerance"], DONE["factor"]
+    rows = [("grain\n(Laplacian variance)", "laplacian_var", "{:.0f}", (1 / factor, factor)),
+            ("flat 3x3 areas\n(std < 0.5)", "flat_share", "{:.1%}", (1 / factor, factor)),
+            ("mean saturation", "saturation", "{:.0f}", (1 - tol, 1 + tol)),
+            ("std of RGB", "rgb_std", "{:.0f}", None)]
+    for y, (_, key, fmt, band) in enumerate(rows):
+        low, high = real[key]
+        middle = (low + high) / 2
+        if band is not None:
+            pixels.barh(y, (high * band[1] - low * band[0]) / middle, left=low * band[0] / middle,
+                        height=0.8, color="tab:green", alpha=0.15)
+        pixels.barh(y, max(high - low, 0.01 * middle) / middle, left=low / middle, height=0.8,
+                    color="0.6", alpha=0.5)
+        pixels.plot(ours[key] / middle, y, "o", color="tab:blue", markersize=9)
+        span = fmt.format(low) if low == high else f"{fmt.format(low)}–{fmt.format(high)}"
+        pixels.annotate(f"{fmt.format(ours[key])} (real {span})", (ours[key] / middle, y),
+                        xytext=(0, 11), textcoords="offset points", ha="center", fontsize="small")
+    ratios = [ours[key] / (sum(real[key]) / 2) for _, key, _, _ in rows]
+    low_power = min(-2, math.floor(math.log2(max(min(ratios), 1e-3)) - 0.5))
+    high_power = max(3, math.ceil(math.log2(max(ratios)) + 0.5))
+    pixels.set_xscale("log", base=2)
+    pixels.set_xlim(2.0**low_power, 2.0**high_power)
+    powers = range(low_power, high_power + 1, 1 if high_power - low_power <= 6 else 2)
+    pixels.set_xticks([2.0**p for p in powers],
+                      [f"{2**p:g}" if p >= 0 else f"1/{2**-p}" for p in powers])
+    pixels.xaxis.set_minor_locator(plt.NullLocator())
+    pixels.set_yticks(range(len(rows)), [r[0] for r in rows])
+    pixels.set_ylim(len(rows) - 0.4, -0.6)
+    pixels.axvline(1, color="0.3", linewidth=0.8)
+    pixels.set(xlabel="synthetic / real", title="pixels")
+    names = list(real["colour"])
+    swatches = np.array([[ours["colour"][n], real["colour"][n]] for n in names]) / 255
+    colours.imshow(np.clip(swatches, 0, 1), aspect="auto")
+    for y, name in enumerate(names):
+        for x, rgb in enumerate((ours["colour"][name], real["colour"][name])):
+            colours.text(x, y, ",".join(f"{c:.0f}" for c in rgb), ha="center", va="center",
+                         fontsize="small", color="white" if np.mean(rgb) < 120 else "black")
+    colours.set_xticks([0, 1], ["synthetic", "real"])
+    colours.set_yticks(range(len(names)), names)
+    colours.grid(False)
+    colours.set_title("mean colour (RGB)")
+    kinds = list(real["objects"])
+    y = np.arange(len(kinds))
+    counts = [ours["objects"][k][0] for k in kinds]
+    objects.barh(y - 0.2, counts, height=0.4, color="tab:blue", label="synthetic")
+    objects.barh(y + 0.2, [real["objects"][k][0] for k in kinds], height=0.4, color="0.6",
+                 label="real")
+    for k, kind in enumerate(kinds):
+        size, real_size = ours["objects"][kind][1], real["objects"][kind][1]
+        objects.annotate(f"median {size:.0f} px" + (f" (real {real_size:.0f})" if real_size else ""),
+                         (counts[k], k - 0.2), xytext=(4, 0), textcoords="offset points",
+                         va="center", fontsize="small")
+    objects.set_yticks(y, kinds)
+    objects.invert_yaxis()
+    objects.set_xlim(0, 1.6 * max(counts + [v[0] for v in real["objects"].values()]))
+    objects.set(xlabel="pieces per frame", title="objects")
+    objects.legend(fontsize="small", loc="lower right")
+    fig.suptitle(f"synthetic frames beside real Cityscapes ({real['source']})", fontsize="medium")
+    return fig

@@ -99,6 +99,17 @@ def test_bench_train_reports_gflops_against_the_matmul_peak(monkeypatch, capsys)
     assert "1.5 GFLOP/s (15.0 % of the fp32 matmul peak)" in printed
 
 
+def test_bench_synth_prints_the_rate_and_the_measures_beside_the_real_figures(capsys):
+    figures = bench.bench_synth(frames=1, size=(64, 32), measure_frames=1, measure_size=(128, 64))
+    assert figures["frames_per_s"] > 0 and figures["measure_frames"] == 2
+    assert figures["realism"]["frames"] == 2 and "car" in figures["realism"]["objects"]
+    assert isinstance(figures["shortfalls"], list)
+    printed = capsys.readouterr().out
+    assert "generation at 64x32:" in printed and "frames/s" in printed
+    assert "measured on real Cityscapes frames at 512x256, issue 22" in printed
+    assert "Laplacian variance (grain)" in printed and "267-363" in printed
+
+
 def test_the_matmul_peak_is_a_positive_rate():
     assert bench.matmul_gflops(torch.device("cpu"), n=64, repeats=2) > 0
 

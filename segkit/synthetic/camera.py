@@ -7,7 +7,7 @@ same at every image size.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ class _Fields:
     """Smooth noise images (H, W) of about unit spread, made from fixed grids of random values."""
 
     low: np.ndarray  # clouds, stains, patches (a 12 x 24 grid)
+    mid: np.ndarray  # clumps of leaves, worn paint (a 40 x 80 grid)
     detail: np.ndarray  # leaves, wear and grain (64 x 128 and 256 x 512 grids together)
 
 
@@ -50,8 +51,11 @@ class Canvas:
     Colour planes come first: numpy is many times faster on them than on a trailing RGB axis.
     """
 
-    def __init__(self, cam: Camera, fields: _Fields):
+    def __init__(self, cam: Camera, fields: _Fields, light: Any = None,
+                 blockers: Sequence[Any] = ()):
         self.cam, self.fields = cam, fields
+        self.light = light  # the scene's Light, for shading what is drawn
+        self.blockers = blockers  # shadows of buildings, in which objects get only skylight
         self.image = np.zeros((3, cam.height, cam.width), np.float32)
         self.label = np.zeros((cam.height, cam.width), np.uint8)
         self.depth = np.zeros((cam.height, cam.width), np.float32)
@@ -144,6 +148,7 @@ class Batch:
     def __init__(self, canvas: Canvas, depth: float):
         self.canvas, self.depth = canvas, depth
         self.parts: list[tuple[Any, int | None, Any, float]] = []
+        self.brightness = 1.0  # the light on the object: multiplies every colour
 
     def polygon(self, pts: Any, label_id: int | None, color: Any, shade: float = 1.0) -> None:
         """Add a convex polygon with corners ``pts`` (k, 2) in pixels."""
@@ -191,7 +196,7 @@ class Batch:
         covered = top > 0
         ids = np.array([0] + [255 if p[1] is None else p[1] for p in self.parts], np.uint8)
         colours = np.array([(0, 0, 0)] + [(0, 0, 0) if p[2] is None else p[2] for p in self.parts],
-                           np.float32).T
+                           np.float32).T * np.float32(self.brightness)
         label, colour = np.take(ids, top), np.take(colours, top, axis=1)
         if any(p[1] is None for p in self.parts):
             keep = label == 255
@@ -279,6 +284,7 @@ def noise_fields(rng: np.random.Generator, width: int, height: int) -> _Fields:
             return values
         return np.asarray(Image.fromarray(values).resize(size, Image.Resampling.BILINEAR))
 
-    low, mid, fine = grid((12, 24)), grid((64, 128)), grid((256, 512))
+    low, clumps, mid, fine = grid((12, 24)), grid((40, 80)), grid((64, 128)), grid((256, 512))
     detail = (resized(mid, (512, 256)) + fine) * np.float32(0.7)  # combined before upsizing
-    return _Fields(low=resized(low, (width, height)), detail=resized(detail, (width, height)))
+    return _Fields(low=resized(low, (width, height)), mid=resized(clumps, (width, height)),
+                   detail=resized(detail, (width, height)))

@@ -12,7 +12,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from segkit.synthetic.palette import CAR_COLOURS, GROUND, PARKING, PAVINGS, ROAD, WALL_COLOURS
+from segkit.synthetic.palette import (
+    CAR_COLOURS,
+    GROUND,
+    MATERIALS,
+    PARKING,
+    PAVINGS,
+    ROAD,
+    ROOFS,
+    WALL_COLOURS,
+)
 from segkit.synthetic.scene import (
     Building,
     Edge,
@@ -38,7 +47,7 @@ _I = TypeVar("_I", bound=Item)
 
 def compose(rng: random.Random) -> Scene:
     """Draw one street in metres: geometry, buildings, objects and light; no pixel sizes."""
-    lane = rng.uniform(2.8, 3.5)
+    lane = rng.uniform(3.0, 3.6)
     n_lanes = rng.choice([1, 2, 2, 2, 3, 4, 4])
     ego_lane = rng.randrange(n_lanes // 2, n_lanes) if n_lanes > 1 else 0
     road = (-(ego_lane + 0.5) * lane, (n_lanes - ego_lane - 0.5) * lane)
@@ -56,19 +65,23 @@ def compose(rng: random.Random) -> Scene:
         objects += _side_objects(rng, side, crossing, z_end)
     objects += _traffic(rng, road, lane, n_lanes, ego_lane, oncoming, sides, crossing)
     objects += _people(rng, sides, road, crossing)
+    objects += _cross_traffic(rng, road, crossing, z_end)
     rails = None
-    if rng.random() < 0.25 and n_lanes >= 2:
+    if rng.random() < 0.15 and n_lanes >= 2:
         rails = road[0] + lane * 0.5
         objects.append(_vehicle(rng, "train", rails, rng.uniform(20, 70), facing="front"))
     objects.sort(key=lambda item: -item.z)
     return Scene(
         horizon=rng.uniform(0.37, 0.47), vp=0.5 + rng.gauss(0, 0.03), road=road,
-        asphalt=rng.uniform(0.31, 0.42),
+        asphalt=rng.uniform(0.22, 0.3),
         lanes=lanes, sides=sides, crossing=crossing, z_end=z_end,
         far=_far_row(rng, z_end, style), objects=objects, light=_light(rng),
         ego=Ego(side=rng.uniform(0.022, 0.03), mid=rng.uniform(0.035, 0.045),
                 rectified=rng.random() < 0.3),
-        rails=rails, patches=_patches(rng, sides, road), seed=rng.getrandbits(63))
+        rails=rails, patches=_patches(rng, sides, road),
+        manholes=[(rng.uniform(road[0] + 1, road[1] - 1), rng.uniform(5, 40))
+                  for _ in range(_poisson(rng, 1.2))],
+        repairs=_repairs(rng, road), seed=rng.getrandbits(63))
 
 
 def _lane_markings(rng: random.Random, road: tuple[float, float], lane: float,
@@ -97,15 +110,17 @@ def _side(rng: random.Random, sign: int, road: tuple[float, float],
     kerb = edge + parking
     sidewalk = rng.uniform(1.8, 5.0)
     verge = rng.uniform(1.5, 5.0) if rng.random() < 0.45 else 0.0
+    paving = tuple(c * rng.uniform(0.9, 1.1) for c in rng.choice(PAVINGS))
     side = Side(sign=sign, kerb=kerb, sidewalk=sidewalk, verge=verge,
                 facade=kerb + sidewalk + verge, park=rng.random() < 0.15, parking=parking,
                 parking_label=PARKING if rng.random() < 0.2 else ROAD,
-                paving=rng.choice(PAVINGS))
+                paving=paving, slab=rng.choice([0.2, 0.3, 0.4, 0.4, 0.5, 0.6]),
+                cycle_lane=rng.uniform(1.2, 1.8) if sidewalk > 3.2 and rng.random() < 0.25 else 0.0)
     heights = ((11, 22), (6, 11), (14, 32))[style]
     if not side.park:
-        side.buildings = _building_row(rng, heights, crossing, z_end, side.sidewalk)
+        side.buildings = _building_row(rng, heights, crossing, z_end, side.sidewalk, style)
     if side.park or rng.random() < 0.6:
-        side.back = _building_row(rng, (heights[0] + 4, heights[1] + 10), None, z_end, 0.0)
+        side.back = _building_row(rng, (heights[0] + 4, heights[1] + 10), None, z_end, 0.0, style)
         side.back_offset = rng.uniform(10, 30) + (20 if side.park else 0)
     side.edges = _edges(rng, side, crossing, z_end)
     return side
@@ -113,32 +128,47 @@ def _side(rng: random.Random, sign: int, road: tuple[float, float],
 
 def _building_row(rng: random.Random, heights: tuple[float, float],
                   crossing: tuple[float, float] | None, z_end: float,
-                  corner: float) -> list[Building]:
+                  corner: float, style: int) -> list[Building]:
     """Consecutive buildings along the street with gaps, skipping a cross street."""
     row, z = [], rng.uniform(-8, 0)
     while z < z_end:
         width = rng.uniform(8, 26)
         if crossing and z < crossing[1] + corner and z + width > crossing[0] - corner:
             if z < crossing[0] - corner - 3:
-                row.append(_building(rng, z, crossing[0] - corner, heights))
+                row.append(_building(rng, z, crossing[0] - corner, heights, style))
             z = crossing[1] + corner
             continue
-        row.append(_building(rng, z, min(z + width, z_end), heights))
+        row.append(_building(rng, z, min(z + width, z_end), heights, style))
         z += width + (rng.uniform(3, 14) if rng.random() < 0.2 else 0.0)
     return row
 
 
-def _building(rng: random.Random, z0: float, z1: float,
-              heights: tuple[float, float]) -> Building:
-    """One building: extent along the street, height, wall colour and window grid."""
-    colour = np.array(rng.choice(WALL_COLOURS)) * [rng.uniform(0.85, 1.1) for _ in range(3)]
-    floor = rng.uniform(2.9, 3.6)
-    return Building(z0=z0, z1=z1, height=rng.uniform(*heights),
-                    color=np.clip(colour, 0, 1), bay=rng.uniform(2.2, 3.8), floor=floor,
-                    ground=floor * rng.uniform(1.0, 1.3), win_w=rng.uniform(0.35, 0.6),
-                    win_h=rng.uniform(0.4, 0.6), u0=rng.uniform(0, 3),
-                    glass=np.array([0.16, 0.19, 0.22]) * rng.uniform(0.7, 1.3),
-                    shop=rng.random() < 0.5, depth=rng.uniform(10, 18), seed=rng.getrandbits(32))
+#: Façade materials by street style (old town, suburb, modern blocks), with their weights.
+_STYLE_MATERIALS = ({"plaster": 0.55, "brick": 0.2, "stone": 0.25},
+                    {"plaster": 0.5, "brick": 0.4, "concrete": 0.1},
+                    {"concrete": 0.45, "plaster": 0.45, "stone": 0.1})
+
+
+def _building(rng: random.Random, z0: float, z1: float, heights: tuple[float, float],
+              style: int) -> Building:
+    """One building: extent along the street, height, material, window grid, shops and roof."""
+    weights = _STYLE_MATERIALS[style]
+    material = rng.choices(list(weights), list(weights.values()))[0]
+    colour = (np.array(rng.choice(MATERIALS[material])) * rng.uniform(0.8, 1.15)
+              * [rng.uniform(0.92, 1.08) for _ in range(3)])
+    floor = rng.uniform(2.9, 3.6) if style != 0 else rng.uniform(3.2, 4.0)
+    trim = rng.choice([(0.6, 0.6, 0.57), (0.55, 0.53, 0.48), (0.15, 0.15, 0.16),
+                       tuple(np.clip(colour * 1.3, 0, 0.8))])
+    return Building(z0=z0, z1=z1, height=rng.uniform(*heights), color=np.clip(colour, 0, 0.8),
+                    material=material, bay=rng.uniform(2.2, 3.8), floor=floor,
+                    ground=floor * rng.uniform(1.0, 1.3), win_w=rng.uniform(0.38, 0.6),
+                    win_h=rng.uniform(0.45, 0.62), u0=rng.uniform(0, 3),
+                    glass=np.array([0.06, 0.075, 0.09]) * rng.uniform(0.7, 1.6),
+                    trim=np.array(trim), shop=rng.random() < (0.65, 0.3, 0.45)[style],
+                    balconies=rng.random() < (0.3, 0.35, 0.55)[style],
+                    roof=rng.uniform(1.5, 3.5) if rng.random() < (0.35, 0.45, 0.05)[style] else 0.0,
+                    roof_color=np.array(rng.choice(ROOFS)) * rng.uniform(0.8, 1.2),
+                    depth=rng.uniform(10, 18), seed=rng.getrandbits(32))
 
 
 def _edges(rng: random.Random, side: Side, crossing: tuple[float, float] | None,
@@ -187,21 +217,27 @@ def _far_row(rng: random.Random, z_end: float, style: int) -> list[FarTrees | Fa
             items.append(FarTrees(x=x + width / 2, width=width, height=rng.uniform(6, 15),
                                   seed=rng.getrandbits(32)))
         else:
-            items.append(FarBuilding(x0=x, x1=x + width, building=_building(rng, 0.0, width, heights)))
+            items.append(FarBuilding(x0=x, x1=x + width,
+                                     building=_building(rng, 0.0, width, heights, style)))
         x += width
     return items
 
 
 def _light(rng: random.Random) -> Light:
-    """Weather and camera response: sun and shadows, sky, haze, exposure, white balance."""
-    sunny = rng.random() < 0.35
-    return Light(sunny=sunny, sun_side=rng.choice([-1, 1]),
-                 shadow=rng.uniform(0.4, 1.2), clear_sky=sunny or rng.random() < 0.2,
-                 haze=rng.uniform(120, 400), exposure=rng.uniform(0.75, 1.15),
-                 contrast=rng.uniform(0.75, 1.1),
-                 tint=np.array([rng.uniform(0.9, 1.0), 1.0, rng.uniform(0.9, 1.05)]),
-                 saturation=rng.uniform(0.6, 0.95), noise=rng.uniform(1.0, 3.5),
-                 blur=rng.uniform(0.5, 0.9))
+    """Weather and camera response: sun and shadows, sky, haze, exposure, white balance.
+
+    The white balance leans to green, as that of the Cityscapes camera does.
+    """
+    sunny = rng.random() < 0.45
+    azimuth, elevation = rng.uniform(0, 2 * math.pi), rng.uniform(0.38, 0.95)
+    reach = 1 / math.tan(elevation)  # metres of shadow per metre of height
+    return Light(sunny=sunny, sun=(reach * math.cos(azimuth), reach * math.sin(azimuth)),
+                 elevation=elevation, sky=rng.uniform(0.38, 0.5) if sunny else 1.0,
+                 clear_sky=sunny and rng.random() < 0.6, haze=rng.uniform(150, 450),
+                 exposure=rng.uniform(1.4, 1.8) * (0.95 if sunny else 1.0),
+                 contrast=rng.uniform(0.95, 1.1),
+                 tint=np.array([rng.uniform(0.84, 0.93), 1.0, rng.uniform(0.88, 0.98)]),
+                 noise=rng.uniform(1.2, 2.4))
 
 
 def _poisson(rng: random.Random, mean: float) -> int:
@@ -231,10 +267,10 @@ def _spots(rng: random.Random, start: float, stop: float, gap: tuple[float, floa
 
 def _side_objects(rng: random.Random, side: Side, crossing: tuple[float, float] | None,
                   z_end: float) -> list[Item]:
-    """Trees, lamps, signs, bins and parked bicycles on one sidewalk."""
+    """Trees, lamps, signs, posts, bollards, bins and parked bicycles on one sidewalk."""
     s, items = side.sign, []
     near_kerb = s * (side.kerb + 0.45)
-    if side.park or rng.random() < 0.55:
+    if side.park or rng.random() < 0.52:
         x_tree = s * (side.kerb + 0.9) if rng.random() < 0.6 else s * (side.facade - 1.2)
         big = 1.0 + side.park * 0.3
         for z in _spots(rng, 2.0, min(z_end * 0.6, 90), (7, 14), crossing):
@@ -248,11 +284,15 @@ def _side_objects(rng: random.Random, side: Side, crossing: tuple[float, float] 
     if rng.random() < 0.75:
         for z in _spots(rng, 3.0, min(z_end * 0.8, 140), (18, 32), crossing):
             items.append(_item(Lamp, z, "lamp", rng, x=near_kerb, arm=-s))
-    for _ in range(_poisson(rng, 1.2)):
-        items.append(_item(Sign, rng.uniform(5, 50), "sign", rng, x=near_kerb, back=s < 0))
-    for _ in range(_poisson(rng, 0.6)):
-        items.append(_item(Item, rng.uniform(5, 45), "pole", rng,
+    for _ in range(_poisson(rng, 2.4)):
+        items.append(_item(Sign, rng.uniform(5, 70), "sign", rng, x=near_kerb, back=s < 0))
+    for _ in range(_poisson(rng, 1.6)):
+        items.append(_item(Item, rng.uniform(5, 60), "pole", rng,
                            x=s * (side.kerb + rng.uniform(0.3, 1))))
+    if rng.random() < 0.3:  # a row of bollards along the kerb
+        z0, gap = rng.uniform(4, 30), rng.uniform(1.2, 2.5)
+        for k in range(rng.randrange(3, 9)):
+            items.append(_item(Item, z0 + k * gap, "bollard", rng, x=s * (side.kerb + 0.3)))
     for kind, mean in (("static", 2.0), ("dynamic", 0.7)):
         for _ in range(_poisson(rng, mean)):
             x = s * (side.facade - rng.uniform(0.4, 1.0)) if rng.random() < 0.6 else near_kerb
@@ -271,24 +311,24 @@ def _side_objects(rng: random.Random, side: Side, crossing: tuple[float, float] 
 def _traffic(rng: random.Random, road: tuple[float, float], lane: float, n_lanes: int,
              ego_lane: int, oncoming: int, sides: tuple[Side, Side],
              crossing: tuple[float, float] | None) -> list[Item]:
-    """Parked cars along the kerbs and vehicles in the lanes."""
+    """Rows of parked cars along the kerbs and a few vehicles in the lanes."""
     items = []
     for side in sides:
-        x = side.sign * (side.kerb - 1.15)
+        x = side.sign * (side.kerb - 1.05)
         # without a parking strip, cars park on the road only if they leave the ego lane free
-        if rng.random() < (0.65 if side.parking else 0.2 * (abs(x) > 2.5)):
+        if rng.random() < (0.8 if side.parking else 0.45 * (abs(x) > 2.5)):
             items += _parked_row(rng, x, crossing)
     for k in range(n_lanes):
         x = road[0] + (k + 0.5) * lane
         facing = "front" if k < oncoming else "rear"
-        z = rng.uniform(8, 40) if k != ego_lane else rng.uniform(12, 50)
-        while z < 120 and rng.random() < 0.5:
-            kind = rng.choices(["car", "truck", "bus", "motorcycle"], [0.8, 0.07, 0.06, 0.07])[0]
+        z = rng.uniform(10, 45) if k != ego_lane else rng.uniform(22, 60)
+        while z < 160 and rng.random() < 0.7:
+            kind = rng.choices(["car", "truck", "bus", "motorcycle"], [0.82, 0.06, 0.05, 0.07])[0]
             z = max(z, 28.0) if kind in ("truck", "bus") else z  # big ones mostly farther off
             vehicle = _vehicle(rng, kind, x + rng.gauss(0, 0.2), z, facing=facing)
             items.append(vehicle)
-            z += vehicle.length + rng.uniform(5, 25)
-    if rng.random() < 0.3:
+            z += vehicle.length + rng.uniform(6, 30)
+    if rng.random() < 0.35:
         items.append(_item(TwoWheeler, rng.uniform(8, 35), "cyclist", rng, x=road[1] - 0.7,
                            vehicle="bicycle"))
     if road[1] > 2.5 and rng.random() < 0.1:  # a bus waiting at a stop on the right
@@ -298,18 +338,32 @@ def _traffic(rng: random.Random, road: tuple[float, float], lane: float, n_lanes
 
 def _parked_row(rng: random.Random, x: float,
                 crossing: tuple[float, float] | None) -> list[Item]:
-    """Cars parked one behind the other at x, with a few gaps, clear of a cross street."""
-    items, z = [], rng.uniform(3, 14)
-    while z < 70:
-        if crossing and crossing[0] - 6 < z < crossing[1] + 1:
-            z = crossing[1] + 1
-            continue
-        kind = "truck" if z > 20 and rng.random() < 0.02 else "car"
-        vehicle = _vehicle(rng, kind, x, z, facing=rng.choice(["rear", "front"]))
-        items.append(vehicle)
-        z += vehicle.length + rng.uniform(0.6, 2.5)
-        z += rng.uniform(5, 15) if rng.random() < 0.35 else 0.0
+    """Cars parked at x in groups of one to four, close enough to hide one another, with gaps
+    between the groups (driveways, trees, entrances), clear of a cross street."""
+    items, z = [], rng.uniform(4, 25)
+    while z < 120:
+        for _ in range(rng.choice([1, 1, 2, 2, 3, 4])):
+            if crossing and crossing[0] - 6 < z < crossing[1] + 1:
+                z = crossing[1] + 1
+                break
+            kind = "truck" if z > 20 and rng.random() < 0.02 else "car"
+            vehicle = _vehicle(rng, kind, x + rng.gauss(0, 0.08), z,
+                               facing=rng.choice(["rear", "rear", "front"]))
+            items.append(vehicle)
+            z += vehicle.length + rng.uniform(0.5, 1.6)
+        z += rng.uniform(0.3, 1.2) * z + 4  # the next group far enough to be seen apart
     return items
+
+
+#: Car bodies: width, length and height ranges in metres, and how often each is seen.
+_CAR_SHAPES = {
+    "saloon": ((1.75, 1.85), (4.5, 4.9), (1.42, 1.5), 0.22),
+    "hatchback": ((1.7, 1.8), (3.9, 4.3), (1.45, 1.53), 0.3),
+    "estate": ((1.75, 1.85), (4.6, 4.9), (1.45, 1.53), 0.2),
+    "suv": ((1.82, 1.95), (4.4, 4.8), (1.62, 1.75), 0.12),
+    "van": ((1.9, 2.0), (4.8, 5.4), (1.9, 2.2), 0.08),
+    "small": ((1.6, 1.7), (3.4, 3.7), (1.45, 1.55), 0.08),
+}
 
 
 def _vehicle(rng: random.Random, kind: str, x: float, z: float,
@@ -317,32 +371,62 @@ def _vehicle(rng: random.Random, kind: str, x: float, z: float,
     """A vehicle standing on the road with its near end at depth z."""
     if kind == "motorcycle":
         return _item(TwoWheeler, z, "cyclist", rng, x=x, vehicle="motorcycle", length=2.2)
-    width, length = {
-        "car": (rng.uniform(1.7, 1.95), rng.uniform(3.8, 4.9)),
-        "truck": (2.45, rng.uniform(7, 10)),
-        "bus": (2.55, rng.uniform(11, 13)),
-        "train": (2.65, rng.uniform(25, 35)),
-    }[kind]
-    colours = CAR_COLOURS if kind == "car" else WALL_COLOURS + ((0.85, 0.85, 0.83),) * 3
-    colour = np.array(rng.choice(colours)) * rng.uniform(0.9, 1.1)
-    return _item(Vehicle, z, kind, rng, x=x, width=width, length=length, facing=facing,
-                 color=np.clip(colour, 0, 1))
+    shape = "box"
+    if kind == "car":
+        shape = rng.choices(list(_CAR_SHAPES), [v[3] for v in _CAR_SHAPES.values()])[0]
+        widths, lengths, heights, _ = _CAR_SHAPES[shape]
+        width, length, height = (rng.uniform(*widths), rng.uniform(*lengths),
+                                 rng.uniform(*heights))
+    else:
+        width, length, height = {
+            "truck": (2.45, rng.uniform(7, 10), 3.6),
+            "bus": (2.55, rng.uniform(11, 13), 3.0),
+            "train": (2.65, rng.uniform(25, 35), 3.5),
+        }[kind]
+    colours = CAR_COLOURS if kind == "car" else WALL_COLOURS + ((0.6, 0.6, 0.58),) * 3
+    colour = np.array(rng.choice(colours)) * rng.uniform(0.85, 1.15)
+    return _item(Vehicle, z, kind, rng, x=x, width=width, length=length, height=height,
+                 facing=facing, color=np.clip(colour, 0, 1), shape=shape)
+
+
+def _cross_traffic(rng: random.Random, road: tuple[float, float],
+                   crossing: tuple[float, float] | None, z_end: float) -> list[Item]:
+    """Cars seen from the side: driving along the street across the end of this one, and
+    crossing or parked in a cross street."""
+    items = []
+    for _ in range(_poisson(rng, 2.0)):
+        items.append(_vehicle(rng, "car", rng.uniform(-35, 35), z_end - rng.uniform(4, 8),
+                              facing=rng.choice(["left", "right"])))
+    if crossing:
+        for _ in range(_poisson(rng, 0.8)):
+            items.append(_vehicle(rng, "car", rng.uniform(-25, 25),
+                                  rng.uniform(crossing[0] + 2, crossing[1] - 4),
+                                  facing=rng.choice(["left", "right"])))
+        for _ in range(_poisson(rng, 1.0)):
+            side = rng.choice([-1, 1])
+            x = side * (abs(road[0] if side < 0 else road[1]) + rng.uniform(4, 30))
+            z = rng.choice([crossing[0] + 0.3, crossing[1] - 2.2])
+            items.append(_vehicle(rng, "car", x, z, facing=rng.choice(["left", "right"])))
+    return items
 
 
 def _people(rng: random.Random, sides: tuple[Side, Side], road: tuple[float, float],
             crossing: tuple[float, float] | None) -> list[Item]:
-    """Pedestrians on sidewalks and crossings, and cyclists crossing the street."""
+    """Pedestrians on sidewalks and crossings, alone and in groups, and cyclists crossing."""
     items = []
     for _ in range(_poisson(rng, 4.5)):
         side = rng.choice(sides)
         x = side.sign * (side.kerb + rng.uniform(0.4, side.sidewalk - 0.3))
-        items.append(_item(Item, rng.uniform(3.5, 30), "person", rng, x=x))
+        z = rng.uniform(3.5, 45)
+        for _ in range(rng.choices([1, 2, 3, 4], [0.55, 0.3, 0.1, 0.05])[0]):
+            items.append(_item(Item, z + rng.uniform(-0.6, 0.6), "person", rng,
+                               x=x + rng.uniform(-0.6, 0.6)))
     if crossing or rng.random() < 0.2:
         z = crossing[0] - 3 if crossing else rng.uniform(10, 30)
         for _ in range(_poisson(rng, 1.5)):
             x = rng.uniform(road[0] - 2, road[1] + 2)
             items.append(_item(Item, z + rng.uniform(-1.5, 1.5), "person", rng, x=x))
-        if rng.random() < 0.4:
+        if rng.random() < 0.5:
             items.append(_item(TwoWheeler, z, "cyclist", rng, x=rng.uniform(road[0], road[1]),
                                vehicle="bicycle", side_view=True))
     if crossing:
@@ -357,6 +441,17 @@ def _people(rng: random.Random, sides: tuple[Side, Side], road: tuple[float, flo
     return items
 
 
+def _repairs(rng: random.Random, road: tuple[float, float]) -> list[tuple[float, ...]]:
+    """Patches of newer or older asphalt: x0, x1, z0, z1 and a brightness factor."""
+    out = []
+    for _ in range(_poisson(rng, 1.5)):
+        x0 = rng.uniform(road[0], road[1] - 1)
+        z0 = rng.uniform(4, 60)
+        out.append((x0, min(x0 + rng.uniform(0.8, 4), road[1]), z0, z0 + rng.uniform(1, 12),
+                    rng.uniform(0.8, 1.2)))
+    return out
+
+
 def _patches(rng: random.Random, sides: tuple[Side, Side],
              road: tuple[float, float]) -> list[Patch]:
     """Ground that is neither road nor sidewalk: driveways across sidewalks, traffic islands."""
@@ -366,11 +461,11 @@ def _patches(rng: random.Random, sides: tuple[Side, Side],
             z0 = rng.uniform(4, 40)
             xs = sorted((side.sign * side.kerb, side.sign * side.facade))
             patches.append(Patch(x=(xs[0], xs[1]), z=(z0, z0 + rng.uniform(3, 7)), label=GROUND,
-                                 color=(0.45, 0.43, 0.4)))
+                                 color=(0.27, 0.26, 0.25)))
     if road[1] - road[0] > 9 and rng.random() < 0.25:
         z0 = rng.uniform(8, 25)
         centre = road[0] + rng.uniform(0.3, 0.45) * (road[1] - road[0])
         width = rng.uniform(1.2, 2.5)
         patches.append(Patch(x=(centre - width / 2, centre + width / 2),
-                             z=(z0, z0 + rng.uniform(8, 30)), label=GROUND, color=(0.5, 0.48, 0.45)))
+                             z=(z0, z0 + rng.uniform(8, 30)), label=GROUND, color=(0.3, 0.29, 0.27)))
     return patches

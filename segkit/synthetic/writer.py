@@ -26,7 +26,7 @@ DEFAULT_CITIES: dict[str, tuple[str, ...]] = {
 }
 MARKER = "synthetic.json"
 #: Bumped whenever the pictures change, so a folder from an older generator is not resumed.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MIN_SIZE = (64, 32)
 #: Real Cityscapes frames all carry frame number 19 (the annotated frame of each snippet).
 FRAME_NUMBER = 19
