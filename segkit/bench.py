@@ -7,12 +7,10 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils import flop_counter
 from torch.utils.data import DataLoader, RandomSampler
@@ -158,7 +156,7 @@ def bench_synth(*, frames: int = 8, size: tuple[int, int] = (2048, 1024), measur
         measured = Path(tmp, "measure")
         generate(measured, size=measure_size, frames=measure_frames, seed=seed,
                  cities={"train": ("hamburg",), "val": ("frankfurt",)}, progress=False)
-        result = realism.measure(_official_frames(measured))
+        result = realism.measure(realism.official_frames(measured))
     figures["realism"] = dataclasses.asdict(result)
     figures["shortfalls"] = realism.shortfalls(result)
     _print_synth_table(figures, result)
@@ -175,15 +173,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _official_frames(root: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(image, label ids) of every frame under an official-layout root, as uint8 arrays."""
-    for image_path in sorted(Path(root, "leftImg8bit").rglob("*_leftImg8bit.png")):
-        label_path = Path(str(image_path).replace("leftImg8bit", "gtFine", 1)
-                          .replace("_leftImg8bit.png", "_gtFine_labelIds.png"))
-        with Image.open(image_path) as image, Image.open(label_path) as labels:
-            yield np.asarray(image.convert("RGB")), np.asarray(labels)
 
 
 def _span(low: float, high: float, fmt: str) -> str:

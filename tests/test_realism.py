@@ -131,3 +131,12 @@ def test_the_realism_figure_takes_measures_or_their_json():
         assert [t.get_text() for t in colours.get_xticklabels()] == ["synthetic", "real"]
         assert len(objects.patches) == 2 * len(realism.OBJECT_CLASSES)
         plt.close(fig)
+
+
+def test_official_frames_pairs_each_image_with_its_label_ids(synthetic_source) -> None:
+    frames = list(realism.official_frames(synthetic_source, "val"))
+    assert len(frames) == 3  # the fixture's frames per split
+    for image, label_ids in frames:
+        assert image.shape == (*label_ids.shape, 3) and image.dtype == label_ids.dtype == np.uint8
+        assert set(np.unique(label_ids)) <= set(range(34))
+    assert len(list(realism.official_frames(synthetic_source))) == 9  # train, val and test

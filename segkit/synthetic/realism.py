@@ -8,11 +8,15 @@ meant for frames of 512x256, the size the real ones in ``REAL`` were measured at
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from segkit import layout
 from segkit.synthetic.palette import BUILDING, CAR, PERSON, POLE, SIDEWALK, SIGN, SKY, VEGETATION
 
 MEASURE_SIZE = (512, 256)  # (width, height) the figures below were taken at
@@ -135,6 +139,19 @@ class Realism:
     colour: dict[str, tuple[float, float, float]]
     colour_std: dict[str, float]
     objects: dict[str, tuple[float, float]]
+
+
+def official_frames(root: str | os.PathLike, split: str | None = None
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(image (H, W, 3), label ids (H, W)) uint8 arrays of every frame of ``split`` (default: every
+    split) under a root in the official layout: the synthetic set, or a prepared copy."""
+    images = Path(root, layout.IMAGE_DIR, *([split] if split else []))
+    for image_path in sorted(images.rglob(f"*{layout.IMAGE_SUFFIX}")):
+        split_of, city = image_path.parent.parent.name, image_path.parent.name
+        stem = image_path.name.removesuffix(layout.IMAGE_SUFFIX)
+        with Image.open(image_path) as image, \
+                Image.open(layout.label_path(Path(root), split_of, city, stem)) as label_ids:
+            yield np.asarray(image.convert("RGB")), np.asarray(label_ids)
 
 
 def measure(frames: Iterable[tuple[np.ndarray, np.ndarray]]) -> Realism:
