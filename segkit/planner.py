@@ -36,6 +36,7 @@ from segkit.losses import build_loss
 from segkit.models import build_model
 from segkit.models.registry import resolve_name
 from segkit.runtime import cpu_has_native_bf16
+from segkit.step import train_step
 
 GIB = 2**30
 DEFAULT_GPU_GIB = 6.0  # the original study's GTX 1660 Ti, when no GPU is visible
@@ -200,13 +201,12 @@ def saved_bytes(model: torch.nn.Module, images: torch.Tensor, dtype: torch.dtype
 def step_peak_bytes(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor,
                     optimizer: torch.optim.Optimizer) -> int:
     """Peak CPU bytes torch allocates above what it held before, over one fp32 training step
-    (forward, loss, backward, optimizer step), after an untimed step has made the optimizer state."""
+    (``segkit.step.train_step``: forward, loss, backward, optimizer step), after an untimed step
+    has made the optimizer state."""
     criterion = build_loss("ce")
 
     def step() -> None:
-        criterion(model(images), masks).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(model, optimizer, images, masks, criterion)
 
     step()
     return peak_bytes(step, torch.device("cpu"))
