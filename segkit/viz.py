@@ -519,7 +519,8 @@ def lr_range_figure(lrs: Sequence[float], losses: Sequence[float], smoothed: Seq
 
     Left: the loss of each step of the sweep (faint) and its smoothed curve against the learning
     rate (log axis), the suggested rate (``rule`` says how it was found) and ``config_lr`` marked.
-    Right: ``course`` = (x, learning rate, x label): warm-up and schedule over the run.
+    Right: ``course`` = (x, learning rate, x label): the config's rate through warm-up and schedule
+    over the run.
     """
     fig, (sweep_ax, course_ax) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
     sweep_ax.plot(lrs, losses, color="0.75", linewidth=1, label="loss of each step")
@@ -528,14 +529,16 @@ def lr_range_figure(lrs: Sequence[float], losses: Sequence[float], smoothed: Seq
     sweep_ax.axvline(config_lr, color="C3", linestyle=":", label=f"the config's lr {config_lr:.1e}")
     sweep_ax.set(xscale="log", xlabel="learning rate", ylabel="training loss",
                  title="range test: one step per rate")
-    low, high = min(smoothed), max(smoothed)
-    sweep_ax.set_ylim(low - 0.05 * (high - low), high + 0.1 * (high - low))  # outliers off the top
+    # from the lowest loss to a little above the smoothed curve before its minimum: the blow-up
+    # after it may be many times larger and would flatten everything else
+    low = min(*losses, *smoothed)
+    high = max(smoothed[: int(np.argmin(smoothed)) + 1])
+    sweep_ax.set_ylim(low - 0.05 * (high - low), high + 0.15 * (high - low))
     sweep_ax.legend(fontsize="small")
     x, course_lrs, xlabel = course
-    course_ax.plot(x, course_lrs, color="C3")
-    course_ax.axhline(suggested, color="C2", linestyle="--", label="suggested peak")
+    course_ax.plot(x, course_lrs, color="C3", label=f"the config's lr {config_lr:.1e} x schedule")
     course_ax.set(xlabel=xlabel, ylabel="learning rate", title="the run's learning rate",
-                  ylim=(0, 1.1 * max(max(course_lrs), suggested)))
+                  ylim=(0, 1.1 * max(course_lrs)))
     course_ax.legend(fontsize="small")
     return fig
 
