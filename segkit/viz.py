@@ -554,14 +554,15 @@ def memory_bar(parts: Mapping[str, float], *, gpu_gib: float, margin: float, tit
     Lines mark the card's size and the part of it usable with ``margin`` kept free. Made without
     pyplot: it is drawn into a widget, not shown by the inline backend.
     """
-    fig = Figure(figsize=(9, 2.4), layout="constrained")
+    fig = Figure(figsize=(9, 3.2), layout="constrained")
     ax = fig.subplots()
     left = 0.0
     for name, colour in MEMORY_PARTS.items():
-        ax.barh(0, parts[name], left=left, color=colour, label=f"{name} {parts[name]:.2f}")
+        ax.barh(0, parts[name], left=left, color=colour, label=f"{name} {parts[name]:.2f} GiB")
         left += parts[name]
-    ax.axvline(gpu_gib, color="black", label=f"card {gpu_gib:g} GiB")
-    ax.axvline(gpu_gib * (1 - margin), color="black", linestyle="--", label=f"{margin:.0%} kept free")
+    ax.axvline(gpu_gib, color="black", label=f"the card, {gpu_gib:g} GiB")
+    ax.axvline(gpu_gib * (1 - margin), color="black", linestyle="--",
+               label=f"usable, {margin:.0%} kept free")
     ax.set(xlim=(0, 1.08 * max(left, gpu_gib)), yticks=[], xlabel="GiB", title=title)
-    ax.legend(fontsize="small", ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.45), frameon=False)
+    fig.legend(fontsize="small", ncol=3, loc="outside lower center", frameon=False)
     return fig
