@@ -18,9 +18,10 @@ backward part is scaled by the same ratio. Activation checkpointing is measured 
 Honest about its error: ``tests/test_planner.py`` compares estimates with torch's measured CPU peak
 at a size the fit never saw; ``segkit bench gpu`` compares them with ``torch.cuda.max_memory_allocated``.
 
-Calibrating takes from a second (U-Net) to a minute or more (DeepLabV3+ ResNet-101 in 16 bits) on a
-laptop CPU, so each calibration is kept, per torch version, CPU and model, in a small JSON file under
-``cache_dir()`` (``$XDG_CACHE_HOME/segkit`` or ``~/.cache/segkit``): it is measured once per machine.
+Calibrating takes from a second (U-Net) to minutes (DeepLabV3+ ResNet-101 in 16 bits or with
+checkpointing) on a laptop CPU, so each calibration is kept, per torch version, CPU and model, in a
+small JSON file under ``cache_dir()`` (``$XDG_CACHE_HOME/segkit`` or ``~/.cache/segkit``): it is
+measured once per machine.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Every number comes from ``segkit.planner`` (the same plan ``segkit plan`` prints and
 ``--batch-size auto`` chooses from); this module only lays out controls and draws. The planner
 calibrates each model on the CPU the first time it is asked about it, from about a second (U-Net)
-to a minute (DeepLabV3+ ResNet-101 in 16 bits); the caption says so while it runs, and the
+to minutes (DeepLabV3+ ResNet-101 in 16 bits); the caption says so while it runs, and the
 calibration is kept on disk (``planner.cache_dir()``), so the lab opens in seconds afterwards.
 """
 
@@ -77,7 +77,7 @@ class MemoryPlannerLab(_Browser):
         if not planner.calibrated(config.model, precision=self.precision.value,
                                   checkpointing=self.checkpointing.value, options=config.model_options):
             self.text.value = (f"<i>calibrating {html.escape(self._setting())} on this CPU: from a "
-                               "second to a minute, once; kept in "
+                               "second to minutes, once per machine; kept in "
                                f"<code>{html.escape(str(planner.cache_dir()))}</code></i>")
         self.plan = planner.plan_config(config)
         self.largest = planner.choose_batch_size(config, self.gpu.value)
