@@ -1,4 +1,7 @@
-"""Benchmarks that print measured figures; ratios compare paths measured in the same run."""
+"""Benchmarks that print measured figures; ratios compare paths measured in the same run.
+
+Training steps are timed, counted and profiled as ``segkit.step`` runs them, the step ``fit`` takes.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -15,17 +18,15 @@ from torch import Tensor
 from torch.utils import flop_counter
 from torch.utils.data import DataLoader, RandomSampler
 
-from segkit import distributed
-from segkit.config import TrainConfig
 from segkit.datasets import CityscapesSegmentation
 from segkit.labels import IGNORE_INDEX, NUM_CLASSES
 from segkit.losses import build_loss
 from segkit.metrics import ConfusionMatrix
 from segkit.models import build_model
-from segkit.models.registry import INIT_ONLY_OPTIONS
 from segkit.planner import peak_bytes
 from segkit.prepare import prepare
 from segkit.runtime import autocast_dtype, cpu_has_native_bf16, resolve_device
+from segkit.step import best_seconds, config_step, forward_backward
 from segkit.synthetic import generate, realism
 from segkit.transforms import eval_transforms, train_transforms
 
@@ -262,8 +263,8 @@ def bench_confusion(size: tuple[int, int] = (256, 512), batch: int = 8,
     def run_reference() -> None:
         one_hot_confusion_reference(pred, target, num_classes)
 
-    confmat_s = _best_time(run_confmat, repeats)
-    reference_s = _best_time(run_reference, repeats)
+    confmat_s = best_seconds(run_confmat, repeats)
+    reference_s = best_seconds(run_reference, repeats)
     confmat_peak = peak_bytes(run_confmat, torch.device("cpu"))
     reference_peak = peak_bytes(run_reference, torch.device("cpu"))
     confmat.reset()
@@ -280,30 +281,7 @@ def bench_confusion(size: tuple[int, int] = (256, 512), batch: int = 8,
     }
 
 
-def _best_time(fn: Callable[[], None], repeats: int, warmup: bool = True) -> float:
-    """Seconds of the fastest of ``repeats`` calls, after one warm-up call unless ``warmup`` is False."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    if warmup:
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 # --- training step: models x sizes x precision / memory layout -----------------------------------
-
-def train_step(model: torch.nn.Module, images: Tensor, masks: Tensor, criterion,
-               dtype: torch.dtype | None) -> None:
-    """One forward + backward pass, as ``engine.fit`` runs it (no optimizer step)."""
-    with torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        loss = criterion(model(images).float(), masks)
-    loss.backward()
-    model.zero_grad(set_to_none=True)
-
 
 def variants(device: torch.device, bf16: bool | None = None) -> dict[str, tuple[bool, torch.dtype | None]]:
     """Variant name -> (channels_last, autocast dtype) worth measuring on ``device``.
@@ -344,7 +322,7 @@ def step_flops(model: torch.nn.Module, images: Tensor, masks: Tensor, criterion)
     counter = flop_counter.FlopCounterMode(
         display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
     with counter:
-        criterion(model(images).float(), masks).backward()
+        forward_backward(model, images, masks, criterion)
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
@@ -386,7 +364,7 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype | None = None, n: int
     tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
     try:
-        seconds = _best_time(run, repeats)
+        seconds = best_seconds(run, repeats)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
     return 2 * n**3 / seconds / 1e9
@@ -406,13 +384,14 @@ def measure_step(name: str, size: tuple[int, int], batch_size: int, device: torc
         images = images.contiguous(memory_format=torch.channels_last)
     criterion = build_loss("ce")
 
-    def step() -> None:
-        train_step(model, images, masks, criterion, dtype)
+    def step() -> None:  # forward and backward as fit runs them; no optimizer step, as ever here
+        forward_backward(model, images, masks, criterion, dtype=dtype)
+        model.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
     peak = peak_bytes(step, device)  # doubles as the warm-up step
-    seconds = _best_time(step, repeats, warmup=False)
+    seconds = best_seconds(step, repeats, warmup=False)
     return {"img_per_s": batch_size / seconds, "peak_mb": peak / 2**20}
 
 
@@ -521,74 +500,6 @@ def bench_gpu(*, models: Sequence[str] = ("my_fcn", "unet", "deeplabv3plus"), pr
                   f"{row['loader_samples_per_s']:.1f} samples/s"
                   f"{' — the GPU waits for data' if row['starved'] else ''}", flush=True)
     return figures
-
-
-def config_step(config, device: torch.device, batch_size: int | None = None) -> Callable[[], None]:
-    """One optimizer step of ``config``'s model as ``fit`` runs it (precision, memory layout, loss
-    scaling, Adam) on a random batch of ``config.size``, repeated by each call of what it returns."""
-    torch.manual_seed(0)
-    batch = batch_size or config.batch_size
-    model = build_model(config.model, **config.model_options).to(device).train()
-    width, height = config.size
-    images = torch.randn(batch, 3, height, width, device=device)
-    masks = torch.randint(0, NUM_CLASSES, (batch, height, width), device=device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
-    dtype = autocast_dtype(config.amp, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
-    criterion = build_loss("ce")
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = criterion(model(images).float(), masks)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
-def resolve_channels_last(config: TrainConfig, device: torch.device, steps: int = 3) -> TrainConfig:
-    """``config`` with ``channels_last="auto"`` settled by measurement; other values unchanged.
-
-    Times ``steps`` optimizer steps of the config's model at its batch and crop size in each memory
-    layout (``config_step``, best of, after one warm-up step each; ImageNet weights are not loaded
-    for this) and keeps the faster as True or False, so that checkpoints record a bool and ``-c``
-    continues without measuring again. Under torchrun every process measures and all keep process
-    0's choice. Prints the choice and both times in one line.
-    """
-    if config.channels_last != "auto":
-        return config
-    options = {k: v for k, v in config.model_options.items() if k not in INIT_ONLY_OPTIONS}
-    seconds = {}
-    for layout in (False, True):
-        step = config_step(config.replace(channels_last=layout, model_options=options), device)
-        seconds[layout] = _best_time(_synchronized(step, device), steps)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    chosen = distributed.first_set(seconds[True] < seconds[False])
-    faster, slower = sorted(seconds.values())
-    if distributed.is_main_process():
-        print(f"channels_last: {'on' if chosen else 'off'} ({'' if chosen else 'contiguous '}"
-              f"{slower / faster:.2f}x faster than {'contiguous' if chosen else 'channels_last'}: "
-              f"{seconds[chosen]:.2f} s vs {seconds[not chosen]:.2f} s a step, measured on {device})",
-              flush=True)
-    return config.replace(channels_last=chosen)
-
-
-def _synchronized(step: Callable[[], None], device: torch.device) -> Callable[[], None]:
-    """``step``, waiting for a CUDA device to finish it (else its time is only the launch)."""
-    if device.type != "cuda":
-        return step
-
-    def run() -> None:
-        step()
-        torch.cuda.synchronize(device)
-
-    return run
 
 
 def _gpu_step_figures(config, device: torch.device, steps: int) -> dict[str, float]:

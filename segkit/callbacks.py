@@ -153,19 +153,30 @@ class LivePlot(Callback):
         if self.fig is None:
             self.fig = viz.live_figure(self.figsize)
         viz.draw_live(self.fig, state.history, state.config.epochs)
-        if _in_notebook():
-            from IPython.display import Image, display
-
-            buffer = io.BytesIO()
-            self.fig.savefig(buffer, format="png")
-            picture = Image(data=buffer.getvalue(), format="png")
-            if self.handle is None:
-                self.handle = display(picture, display_id=True)
-            else:
-                self.handle.update(picture)
+        self.handle = show_in_place(self.fig, self.handle)
 
     def on_fit_end(self, state: FitState) -> None:
         self.fig, self.handle = None, None
+
+
+def show_in_place(fig, handle=None):
+    """Show a matplotlib figure in a notebook as a PNG, or redraw the picture ``handle`` shows.
+
+    Returns the display handle to pass next time (None outside a notebook, where nothing is shown),
+    so that a curve updated as it grows leaves one picture in the cell, not one per update. A PNG
+    works under any matplotlib backend.
+    """
+    if not _in_notebook():
+        return None
+    from IPython.display import Image, display
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    picture = Image(data=buffer.getvalue(), format="png")
+    if handle is None:
+        return display(picture, display_id=True)
+    handle.update(picture)
+    return handle
 
 
 def _in_notebook() -> bool:

@@ -30,6 +30,7 @@ from segkit.io import DataError
 from segkit.losses import build_loss, class_weights_from_histogram
 from segkit.metrics import ConfusionMatrix
 from segkit.runtime import autocast_dtype, cap_gpu_memory, resolve_device, seed_everything, set_determinism
+from segkit.step import forward_backward, optimizer_step
 
 OOM_ADVICE = ("CUDA ran out of memory. See what fits first with `segkit plan` (or --batch-size auto). "
               "Then try, in this order: a smaller --batch-size (with --accumulate to keep the "
@@ -164,6 +165,20 @@ def dataset_class_weights(dataset, num_classes: int) -> torch.Tensor:
     return class_weights_from_histogram(class_pixels(dataset, num_classes)[:-1])
 
 
+def build_criterion(config: TrainConfig, dataset, device: torch.device) -> nn.Module:
+    """The loss ``fit`` trains with: ``config.loss``, weighted by ``dataset``'s class histogram
+    when ``config.class_weights`` (the weights (C,) on ``device``)."""
+    num_classes = labels.num_classes(config.label_scheme)
+    weights = dataset_class_weights(dataset, num_classes).to(device) if config.class_weights else None
+    return build_loss(config.loss, gamma=config.gamma, class_weights=weights)
+
+
+def steps_per_epoch(loader: DataLoader, config: TrainConfig) -> int:
+    """Optimizer steps in one epoch of ``loader``: its batches (at most ``config.max_iters``) over
+    ``config.accumulate``, a last shorter window counting as a step."""
+    return math.ceil(_iters_per_epoch(loader, config) / config.accumulate)
+
+
 # --- training ----------------------------------------------------------------------------------
 
 def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None,
@@ -189,7 +204,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     """
     if config.channels_last == "auto":
         raise ValueError("channels_last='auto' is settled before fit, by measuring: pass the config "
-                         "through segkit.bench.resolve_channels_last(config, device) first")
+                         "through segkit.step.resolve_channels_last(config, device) first")
     set_determinism(config.deterministic)
     seed_everything(config.seed)
     device = resolve_device(config.device)
@@ -200,16 +215,14 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     model = distributed.wrap(model, device, sync_bn=config.sync_bn, oom=config.oom)  # DDP under torchrun
     num_classes = labels.num_classes(config.label_scheme)
     dtype = autocast_dtype(config.amp, device)
-    steps_per_epoch = math.ceil(_iters_per_epoch(train_loader, config) / config.accumulate)
+    epoch_steps = steps_per_epoch(train_loader, config)
     optimizer = build_optimizer(model, config)
-    plan = _step_plan(config, steps_per_epoch, val_loader)
+    plan = _step_plan(config, epoch_steps, val_loader)
     state = FitState(model, config, optimizer,
-                     build_scheduler(optimizer, config, steps_per_epoch, plan),
+                     build_scheduler(optimizer, config, epoch_steps, plan),
                      torch.amp.GradScaler(device.type, enabled=dtype is torch.float16), device,
                      num_classes, plan=plan)
-    weights = (dataset_class_weights(train_loader.dataset, num_classes).to(device)
-               if config.class_weights else None)
-    criterion = build_loss(config.loss, gamma=config.gamma, class_weights=weights)
+    criterion = build_criterion(config, train_loader.dataset, device)
     if _iters_per_epoch(train_loader, config) == 0:
         dataset = train_loader.dataset
         raise DataError(f"{getattr(dataset, 'root', 'the dataset')} {getattr(dataset, 'split', '')}: "
@@ -398,33 +411,36 @@ def _backward_newest(state: FitState, window: list[Batch], losses: list[torch.Te
     todo = window[-1:]
     while True:
         try:
-            return [*losses, *(_forward_backward(state, *batch, criterion, dtype) for batch in todo)]
+            return [*losses, *(_batch_backward(state, *batch, criterion, dtype) for batch in todo)]
         except torch.OutOfMemoryError as error:
             _after_oom(state, window[-1][0], error)
             todo, losses = window, []
 
 
-def _to_device(images: torch.Tensor, masks: torch.Tensor, device: torch.device,
-               channels_last: bool) -> Batch:
+def to_device(images: torch.Tensor, masks: torch.Tensor, device: torch.device,
+              channels_last: bool) -> Batch:
+    """A batch on ``device`` as the step takes it: images (N, 3, H, W) in the run's memory layout."""
     images = images.to(device, non_blocking=True)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return images, masks.to(device, non_blocking=True)
 
 
-def _forward_backward(state: FitState, images: torch.Tensor, masks: torch.Tensor,
-                      criterion: nn.Module, dtype: torch.dtype | None) -> torch.Tensor:
-    """Loss and gradients of one batch in ``state.splits`` chunks; returns the loss, on the device."""
-    images, masks = _to_device(images, masks, state.device, state.config.channels_last)
+def _batch_backward(state: FitState, images: torch.Tensor, masks: torch.Tensor,
+                    criterion: nn.Module, dtype: torch.dtype | None) -> torch.Tensor:
+    """Loss and gradients of one batch in ``state.splits`` chunks; returns the loss, on the device.
+
+    Each chunk's gradients count by its share of the batch, and the batch's by its share of the
+    accumulation window, so that the step sees the gradient of the window's mean loss.
+    """
+    images, masks = to_device(images, masks, state.device, state.config.channels_last)
     total = torch.zeros((), device=state.device)
     for chunk_images, chunk_masks in zip(images.chunk(state.splits), masks.chunk(state.splits),
                                          strict=True):
-        with torch.autocast(state.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = state.model(chunk_images)  # (n, C, H, W)
-            loss = criterion(logits.float(), chunk_masks)
         share = len(chunk_images) / len(images)
-        state.scaler.scale(loss * share / state.config.accumulate).backward()
-        total = total + loss.detach() * share
+        loss = forward_backward(state.model, chunk_images, chunk_masks, criterion, dtype=dtype,
+                                scaler=state.scaler, scale=share / state.config.accumulate)
+        total = total + loss * share
     return total
 
 
@@ -442,13 +458,9 @@ def _after_oom(state: FitState, images: torch.Tensor, error: Exception) -> None:
 
 
 def _optimizer_step(state: FitState) -> None:
-    if state.config.grad_clip:
-        state.scaler.unscale_(state.optimizer)
-        nn.utils.clip_grad_norm_(state.model.parameters(), state.config.grad_clip)
-    state.scaler.step(state.optimizer)
-    state.scaler.update()
+    """The step of ``segkit.step`` (unscale, clip, step, clear), then the schedule's next rate."""
+    optimizer_step(state.optimizer, scaler=state.scaler, grad_clip=state.config.grad_clip)
     state.scheduler.step()
-    state.optimizer.zero_grad(set_to_none=True)
     state.step += 1
 
 

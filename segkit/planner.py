@@ -17,25 +17,35 @@ backward part is scaled by the same ratio. Activation checkpointing is measured 
 
 Honest about its error: ``tests/test_planner.py`` compares estimates with torch's measured CPU peak
 at a size the fit never saw; ``segkit bench gpu`` compares them with ``torch.cuda.max_memory_allocated``.
+
+Calibrating takes from a second (U-Net) to minutes (DeepLabV3+ ResNet-101 in 16 bits or with
+checkpointing) on a laptop CPU, so each calibration is kept, per torch version, CPU and model, in a
+small JSON file under ``cache_dir()`` (``$XDG_CACHE_HOME/segkit`` or ``~/.cache/segkit``): it is
+measured once per machine.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from segkit import __version__
 from segkit.config import TrainConfig, profile_config
+from segkit.io import write_json
 from segkit.labels import NUM_CLASSES
 from segkit.losses import build_loss
 from segkit.models import build_model
 from segkit.models.registry import resolve_name
 from segkit.runtime import cpu_has_native_bf16
+from segkit.step import train_step
 
 GIB = 2**30
 DEFAULT_GPU_GIB = 6.0  # the original study's GTX 1660 Ti, when no GPU is visible
@@ -64,14 +74,30 @@ class Plan:
     size: tuple[int, int]  # (width, height)
     precision: str  # fp32 | fp16 | bf16
     checkpointing: bool
-    tensor_gib: float  # what torch allocates: torch.cuda.max_memory_allocated's counterpart
+    weights_gib: float  # the parameters (fp32; autocast's 16-bit copies count as temporaries)
+    gradients_gib: float  # one per weight, made in backward and alive at the optimizer step
+    optimizer_gib: float  # held across steps: Adam's two moments per weight, SGD's momentum
+    activations_gib: float  # saved for backward, and backward's temporaries: the rest of the peak
     allowance_gib: float = CUDA_CONTEXT_GIB + WORKSPACE_GIB
     kind: str = "train"  # train | whole | slide
+
+    @property
+    def tensor_gib(self) -> float:
+        """What torch allocates: ``torch.cuda.max_memory_allocated``'s counterpart."""
+        return self.weights_gib + self.gradients_gib + self.optimizer_gib + self.activations_gib
 
     @property
     def peak_gib(self) -> float:
         """Everything on the card: torch's tensors plus the CUDA context and workspace."""
         return self.tensor_gib + self.allowance_gib
+
+    def breakdown(self) -> dict[str, float]:
+        """The peak in parts (GiB), bottom to top as ``segkit.viz.memory_bar`` stacks them; they
+        sum to ``peak_gib``."""
+        return {"weights": self.weights_gib, "gradients": self.gradients_gib,
+                "optimizer state": self.optimizer_gib,
+                "activations and temporaries": self.activations_gib,
+                "CUDA context and workspace": self.allowance_gib}
 
     def fits(self, gpu_gib: float, margin: float = MARGIN) -> bool:
         """Whether the peak stays below ``gpu_gib`` with ``margin`` of it left free."""
@@ -130,7 +156,50 @@ def _architecture(model: str, options: dict) -> tuple[tuple[str, object], ...]:
     return tuple(sorted((k, v) for k, v in options.items() if k not in drop))
 
 
-# --- calibration on the CPU -------------------------------------------------------------------------
+# --- calibration on the CPU, remembered on disk -------------------------------------------------------
+
+def cache_dir() -> Path:
+    """segkit's cache folder: ``$XDG_CACHE_HOME/segkit``, else ``~/.cache/segkit``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "segkit"
+
+
+def _cache_path(name: str, args: tuple) -> Path:
+    """The file of one calibration: named by what it measured and everything its bytes depend on."""
+    key = [name, args, torch.__version__, __version__, torch.backends.cpu.get_cpu_capability(),
+           CALIBRATION_SIZES, CALIBRATION_BATCH, RATIO_SIZES]
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+    return cache_dir() / "planner" / f"{name.strip('_')}-{args[0]}-{digest}.json"
+
+
+def _remembered(calibrate: Callable) -> Callable:
+    """``calibrate(model, architecture, ...)``, returning floats, kept in memory and in a JSON file
+    under ``cache_dir()`` (written atomically: a killed run leaves no half file under its name);
+    ``.known(*args)`` says whether a call would be quick."""
+    memory: dict[tuple, object] = {}
+
+    def remembered(*args):
+        if args not in memory:
+            memory[args] = _read_cached(_cache_path(calibrate.__name__, args))
+        if memory[args] is None:
+            memory[args] = calibrate(*args)
+            with contextlib.suppress(OSError):  # a read-only home: calibrate again next session
+                write_json(_cache_path(calibrate.__name__, args), {"value": memory[args]})
+        return memory[args]
+
+    remembered.known = lambda *args: memory.get(args) is not None or _read_cached(
+        _cache_path(calibrate.__name__, args)) is not None
+    remembered.cache_clear = memory.clear  # as functools.cache names it
+    remembered.__doc__ = calibrate.__doc__
+    return remembered
+
+
+def _read_cached(path: Path) -> float | tuple[float, ...] | None:
+    try:
+        value = json.loads(path.read_text())["value"]
+    except (OSError, ValueError, KeyError, TypeError):  # absent, or half-written by a killed run
+        return None
+    return tuple(value) if isinstance(value, list) else value
+
 
 def _small_model(model: str, architecture: tuple, recompute: bool) -> torch.nn.Module:
     torch.manual_seed(0)
@@ -200,22 +269,35 @@ def saved_bytes(model: torch.nn.Module, images: torch.Tensor, dtype: torch.dtype
 def step_peak_bytes(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor,
                     optimizer: torch.optim.Optimizer) -> int:
     """Peak CPU bytes torch allocates above what it held before, over one fp32 training step
-    (forward, loss, backward, optimizer step), after an untimed step has made the optimizer state."""
+    (``segkit.step.train_step``: forward, loss, backward, optimizer step), after an untimed step
+    has made the optimizer state."""
     criterion = build_loss("ce")
 
     def step() -> None:
-        criterion(model(images), masks).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(model, optimizer, images, masks, criterion)
 
     step()
     return peak_bytes(step, torch.device("cpu"))
 
 
-@functools.cache
-def _calibration(model: str, architecture: tuple, precision: str, recompute: bool
-                 ) -> tuple[_Line, int]:
-    """The peak bytes of a step above the held state, a line in pixels; the weights' bytes."""
+def measured_step_bytes(model: str, *, batch: int, size: tuple[int, int], checkpointing: bool = False,
+                        options: dict | None = None) -> int:
+    """Torch's measured CPU bytes of one fp32 training step of ``model`` at ``batch`` x ``size``
+    (W, H), counted as ``plan_step``'s ``tensor_gib`` counts them: the weights and Adam's two
+    moments held, plus the step's peak above them (``step_peak_bytes``)."""
+    name = resolve_name(model)
+    net = _small_model(name, _architecture(name, options or {}), checkpointing)
+    width, height = size
+    images = torch.randn(batch, 3, height, width)
+    masks = torch.randint(0, NUM_CLASSES, (batch, height, width))
+    peak = step_peak_bytes(net, images, masks, torch.optim.Adam(net.parameters()))
+    return peak + 3 * sum(p.numel() * p.element_size() for p in net.parameters())
+
+
+@_remembered
+def _calibration(model: str, architecture: tuple, recompute: bool) -> tuple[float, float, int]:
+    """The peak bytes of an fp32 step above the held state, a line in pixels (fixed, per pixel);
+    the weights' bytes."""
     pixels, peaks = [], []
     for width, height in CALIBRATION_SIZES:
         net = _small_model(model, architecture, recompute)
@@ -223,14 +305,27 @@ def _calibration(model: str, architecture: tuple, precision: str, recompute: boo
         masks = torch.randint(0, NUM_CLASSES, (CALIBRATION_BATCH, height, width))
         pixels.append(CALIBRATION_BATCH * width * height)
         peaks.append(step_peak_bytes(net, images, masks, torch.optim.Adam(net.parameters())))
-    weights = sum(p.numel() * p.element_size() for p in net.parameters())
     peak = _Line.through(pixels, peaks)
+    return peak.fixed, peak.per_pixel, sum(p.numel() * p.element_size() for p in net.parameters())
+
+
+def _step_line(model: str, architecture: tuple, precision: str, recompute: bool) -> tuple[_Line, int]:
+    """The peak bytes of a step in ``precision`` above the held state, a line in pixels; weights."""
+    fixed, per_pixel, weights = _calibration(model, architecture, recompute)
     if precision != "fp32":  # activations and backward's temporaries that mirror them shrink alike
-        peak = _Line(peak.fixed, peak.per_pixel * _half_ratio(model, architecture, recompute))
-    return peak, weights
+        per_pixel *= _half_ratio(model, architecture, recompute)
+    return _Line(fixed, per_pixel), weights
 
 
-@functools.cache
+def calibrated(model: str, *, precision: str = "fp32", checkpointing: bool = False,
+               options: dict | None = None) -> bool:
+    """Whether ``plan_step`` for this model is quick: its calibration is in memory or on disk."""
+    name = resolve_name(model)
+    args = (name, _architecture(name, options or {}), checkpointing)
+    return _calibration.known(*args) and (precision == "fp32" or _half_ratio.known(*args))
+
+
+@_remembered
 def _half_ratio(model: str, architecture: tuple, recompute: bool) -> float:
     """Per pixel, the bytes saved for backward under 16-bit autocast over those saved in fp32 (the
     fixed part, e.g. autocast's 16-bit copies of the weights, left out)."""
@@ -254,11 +349,13 @@ def plan_step(model: str, *, batch: int, size: tuple[int, int], precision: str =
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     name = resolve_name(model)
     options = options or {}
-    peak, weights = _calibration(name, _architecture(name, options), precision, checkpointing)
+    peak, weights = _step_line(name, _architecture(name, options), precision, checkpointing)
     state = {"sgd": 1, "adam": 2, "adamw": 2}[optimizer] * weights  # momentum / two moments
-    tensors = weights + state + max(0.0, peak.at(batch * size[0] * size[1]))
+    step = max(0.0, peak.at(batch * size[0] * size[1]))  # the measured peak above the held state
+    gradients = min(weights, step)  # all alive at the optimizer step; the rest mirrors activations
     return Plan(name, options.get("backbone") if name == "deeplabv3plus" else None, batch,
-                tuple(size), precision, checkpointing, tensors / GIB)
+                tuple(size), precision, checkpointing, weights / GIB, gradients / GIB, state / GIB,
+                (step - gradients) / GIB)
 
 
 def plan_config(config: TrainConfig) -> Plan:
@@ -268,9 +365,10 @@ def plan_config(config: TrainConfig) -> Plan:
                      options=config.model_options, optimizer=config.optimizer)
 
 
-@functools.cache
-def _eval_line(model: str, architecture: tuple, precision: str) -> tuple[_Line, int]:
-    """Peak bytes of one forward pass under inference_mode, a line in pixels; weight bytes."""
+@_remembered
+def _eval_line(model: str, architecture: tuple, precision: str) -> tuple[float, float, int]:
+    """Peak bytes of one forward pass under inference_mode, a line in pixels (fixed, per pixel);
+    weight bytes."""
     dtype = None if precision == "fp32" else torch.bfloat16
     net = _small_model(model, architecture, False).eval()
     pixels, peaks = [], []
@@ -284,7 +382,8 @@ def _eval_line(model: str, architecture: tuple, precision: str) -> tuple[_Line, 
 
         pixels.append(width * height)
         peaks.append(peak_bytes(forward, torch.device("cpu")))
-    return _Line.through(pixels, peaks), sum(p.numel() * p.element_size() for p in net.parameters())
+    line = _Line.through(pixels, peaks)
+    return line.fixed, line.per_pixel, sum(p.numel() * p.element_size() for p in net.parameters())
 
 
 def plan_eval(model: str, *, size: tuple[int, int] = (2048, 1024), mode: str = "whole",
@@ -294,17 +393,18 @@ def plan_eval(model: str, *, size: tuple[int, int] = (2048, 1024), mode: str = "
     of ``window`` slid over it (their logits summed into a frame-sized fp32 buffer)."""
     name = resolve_name(model)
     options = options or {}
-    line, weights = _eval_line(name, _architecture(name, options), precision)
+    fixed, per_pixel, weights = _eval_line(name, _architecture(name, options), precision)
+    line = _Line(fixed, per_pixel)
     width, height = size
     frame = 3 * width * height * 4  # the normalised input frame, fp32
     if mode == "slide":
         window = window or (1024, 512)
         logits = 2 * NUM_CLASSES * width * height * 4  # the running sum and the stitched result
-        tensors = weights + frame + logits + line.at(window[0] * window[1])
+        activations = frame + logits + line.at(window[0] * window[1])
     else:
-        tensors = weights + line.at(width * height)
+        activations = line.at(width * height)
     return Plan(name, options.get("backbone") if name == "deeplabv3plus" else None, 1, tuple(size),
-                precision, False, tensors / GIB, kind=mode)
+                precision, False, weights / GIB, 0.0, 0.0, activations / GIB, kind=mode)
 
 
 # --- choosing and confirming a batch -------------------------------------------------------------

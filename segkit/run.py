@@ -215,9 +215,9 @@ def _step_peak_mb(state: FitState) -> float:
         return torch.cuda.max_memory_allocated(state.device) / 2**20
     import copy
 
-    from segkit.bench import train_step
     from segkit.losses import build_loss
     from segkit.planner import peak_bytes
+    from segkit.step import forward_backward
 
     config = state.config
     model = copy.deepcopy(unwrap(state.model)).train()
@@ -227,5 +227,10 @@ def _step_peak_mb(state: FitState) -> float:
         images = images.contiguous(memory_format=torch.channels_last)
     masks = torch.randint(0, state.num_classes, (config.batch_size, height, width), device=state.device)
     dtype = autocast_dtype(config.amp, state.device)
-    return peak_bytes(lambda: train_step(model, images, masks, build_loss("ce"), dtype),
-                      state.device) / 2**20
+    criterion = build_loss("ce")
+
+    def step() -> None:
+        forward_backward(model, images, masks, criterion, dtype=dtype)
+        model.zero_grad(set_to_none=True)
+
+    return peak_bytes(step, state.device) / 2**20

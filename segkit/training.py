@@ -12,7 +12,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from segkit import distributed, labels
-from segkit.bench import resolve_channels_last
 from segkit.callbacks import Checkpointer, PrintMetrics, ProgressBar, TensorBoardLogger
 from segkit.checkpoints import model_from_checkpoint
 from segkit.config import TrainConfig, describe_profile, get_profile, profile_config, profile_name
@@ -27,6 +26,7 @@ from segkit.models.registry import resolve_name
 from segkit.prepare import check_finished, read_manifest
 from segkit.run import RunRecord, claim, continued_config, recorded_profile
 from segkit.runtime import cap_gpu_memory, describe_precision, gpu_memory_gib, resolve_device, seed_everything
+from segkit.step import probe_step, resolve_channels_last
 from segkit.transforms import eval_transforms
 
 
@@ -124,15 +124,6 @@ def auto_batch_size(config: TrainConfig) -> tuple[int, str]:
     cap_gpu_memory(config.gpu_memory, device)
     confirmed = planner.confirm_batch_size(lambda batch: probe_step(config, device, batch), planned)
     return confirmed, note + f", {confirmed} confirmed by a forward+backward pass on {device}"
-
-
-def probe_step(config: TrainConfig, device: torch.device, batch: int) -> None:
-    """One training step of ``config``'s model at ``batch`` on random data; its memory freed after."""
-    from segkit.bench import config_step
-
-    config_step(config, device, batch)()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def _print_header(net, config: TrainConfig, train_loader: DataLoader, val_loader: DataLoader,

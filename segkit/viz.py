@@ -10,6 +10,7 @@ themselves (``overlay``, ``boundaries``, ``error_map``) are plain arrays from ``
 from __future__ import annotations
 
 import html
+import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -788,4 +789,88 @@ def realism(measured: Any, real: Mapping[str, Any] | None = None) -> Figure:
     objects.set(xlabel="pieces per frame", title="objects")
     objects.legend(fontsize="small", loc="lower right")
     fig.suptitle(f"synthetic frames beside real Cityscapes ({real['source']})", fontsize="medium")
+    return fig
+
+
+# --- the labs: one batch overfitted, the learning-rate range test, a step's memory ---------------
+
+def figure_png(fig: Figure) -> bytes:
+    """A figure as PNG bytes (for an ``ipywidgets.Image``)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def loss_figure(figsize: tuple[float, float] = (6, 3.2)) -> Figure:
+    """An empty one-panel figure for ``draw_step_losses``, made without pyplot (as ``live_figure``)."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    fig.subplots()
+    return fig
+
+
+def draw_step_losses(fig: Figure, losses: Sequence[float], steps: int | None = None) -> None:
+    """Redraw ``fig`` (from ``loss_figure``): the loss of every step so far, of ``steps`` planned."""
+    ax = fig.axes[0]
+    ax.clear()
+    ax.plot(range(1, len(losses) + 1), losses, color="C0", marker="o" if len(losses) <= 30 else None,
+            markersize=3)
+    ax.set(xlabel="step", ylabel="training loss (one batch)", xlim=(0.5, (steps or len(losses)) + 0.5))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"step {len(losses)}" + (f"/{steps}" if steps else "")
+                 + (f": loss {losses[-1]:.3f}" if losses else ""), fontsize="medium")
+
+
+def lr_range_figure(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float], *,
+                    suggested: float, rule: str, config_lr: float,
+                    course: tuple[Sequence[float], Sequence[float], str]) -> Figure:
+    """The learning-rate range test beside the learning rate the run will follow.
+
+    Left: the loss of each step of the sweep (faint) and its smoothed curve against the learning
+    rate (log axis), the suggested rate (``rule`` says how it was found) and ``config_lr`` marked.
+    Right: ``course`` = (x, learning rate, x label): the config's rate through warm-up and schedule
+    over the run.
+    """
+    fig, (sweep_ax, course_ax) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    sweep_ax.plot(lrs, losses, color="0.75", linewidth=1, label="loss of each step")
+    sweep_ax.plot(lrs, smoothed, color="C0", label="smoothed")
+    sweep_ax.axvline(suggested, color="C2", linestyle="--", label=f"suggested {suggested:.1e} ({rule})")
+    sweep_ax.axvline(config_lr, color="C3", linestyle=":", label=f"the config's lr {config_lr:.1e}")
+    sweep_ax.set(xscale="log", xlabel="learning rate", ylabel="training loss",
+                 title="range test: one step per rate")
+    # from the lowest loss to a little above the smoothed curve before its minimum: the blow-up
+    # after it may be many times larger and would flatten everything else
+    low = min(*losses, *smoothed)
+    high = max(smoothed[: int(np.argmin(smoothed)) + 1])
+    sweep_ax.set_ylim(low - 0.05 * (high - low), high + 0.15 * (high - low))
+    sweep_ax.legend(fontsize="small")
+    x, course_lrs, xlabel = course
+    course_ax.plot(x, course_lrs, color="C3", label=f"the config's lr {config_lr:.1e} x schedule")
+    course_ax.set(xlabel=xlabel, ylabel="learning rate", title="the run's learning rate",
+                  ylim=(0, 1.1 * max(course_lrs)))
+    course_ax.legend(fontsize="small")
+    return fig
+
+
+#: The parts of a training step's peak memory, bottom to top, with their colours.
+MEMORY_PARTS = {"weights": "C0", "gradients": "C1", "optimizer state": "C2",
+                "activations and temporaries": "C4", "CUDA context and workspace": "0.6"}
+
+
+def memory_bar(parts: Mapping[str, float], *, gpu_gib: float, margin: float, title: str) -> Figure:
+    """One stacked horizontal bar of a step's memory (GiB, ``MEMORY_PARTS`` order) against the card.
+
+    Lines mark the card's size and the part of it usable with ``margin`` kept free. Made without
+    pyplot: it is drawn into a widget, not shown by the inline backend.
+    """
+    fig = Figure(figsize=(9, 3.2), layout="constrained")
+    ax = fig.subplots()
+    left = 0.0
+    for name, colour in MEMORY_PARTS.items():
+        ax.barh(0, parts[name], left=left, color=colour, label=f"{name} {parts[name]:.2f} GiB")
+        left += parts[name]
+    ax.axvline(gpu_gib, color="black", label=f"the card, {gpu_gib:g} GiB")
+    ax.axvline(gpu_gib * (1 - margin), color="black", linestyle="--",
+               label=f"usable, {margin:.0%} kept free")
+    ax.set(xlim=(0, 1.08 * max(left, gpu_gib)), yticks=[], xlabel="GiB", title=title)
+    fig.legend(fontsize="small", ncol=3, loc="outside lower center", frameon=False)
     return fig

@@ -10,6 +10,15 @@ SYNTH_SIZE = (256, 128)
 SYNTH_FRAMES = 3
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """segkit's on-disk cache (the planner's calibrations) in a folder of this test session: tests
+    neither read nor write the user's ``~/.cache/segkit``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def synthetic_source(tmp_path_factory):
     """Read-only: official folders and zips of 3 frames per split at 256x128 (seed 0)."""

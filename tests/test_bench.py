@@ -9,11 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from segkit import bench
 from segkit.bench import loader_samples_per_s, model_step_flops, step_flops
-from segkit.checkpoints import load_checkpoint
-from segkit.config import TrainConfig, profile_config
-from segkit.engine import fit
 from segkit.models import build_model
-from segkit.training import train
 
 
 class SlowSamples(Dataset):
@@ -112,65 +108,3 @@ def test_bench_synth_prints_the_rate_and_the_measures_beside_the_real_figures(ca
 
 def test_the_matmul_peak_is_a_positive_rate():
     assert bench.matmul_gflops(torch.device("cpu"), n=64, repeats=2) > 0
-
-
-# --- channels_last="auto": measured both ways before training ---------------------------------
-
-def _layout_timed(monkeypatch, seconds: dict[bool, float]) -> list[bool]:
-    """Stand in for ``config_step``: a step of ``seconds[config.channels_last]`` (a sleep); returns
-    the list of layouts it was asked for."""
-    asked = []
-
-    def config_step(config, device, batch_size=None):
-        asked.append(config.channels_last)
-        assert "pretrained_backbone" not in config.model_options  # never a download to measure
-        return lambda: time.sleep(seconds[config.channels_last])
-
-    monkeypatch.setattr(bench, "config_step", config_step)
-    return asked
-
-
-@pytest.mark.parametrize("faster", [True, False])
-def test_auto_channels_last_keeps_the_faster_layout_as_a_bool(monkeypatch, capsys, faster):
-    asked = _layout_timed(monkeypatch, {faster: 0.002, not faster: 0.03})
-    config = TrainConfig(channels_last="auto", model="deeplabv3plus",
-                         model_options={"pretrained_backbone": True, "backbone": "mobilenet_v3_large"})
-    resolved = bench.resolve_channels_last(config, torch.device("cpu"))
-    assert resolved.channels_last is faster and resolved.model_options == config.model_options
-    assert sorted(asked) == [False, True]
-    line = capsys.readouterr().out
-    assert line.startswith(f"channels_last: {'on' if faster else 'off'} (") and " s vs " in line
-    assert line.count("\n") == 1
-    assert bench.resolve_channels_last(resolved, torch.device("cpu")) is resolved and len(asked) == 2
-
-
-def test_channels_last_takes_true_false_or_auto_and_the_cpu_profile_measures():
-    with pytest.raises(ValueError, match="channels_last 'yes'"):
-        TrainConfig(channels_last="yes")
-    for name in ("my_fcn", "unet", "deeplabv3plus"):
-        assert profile_config(name, "cpu").channels_last == "auto"
-    assert "channels_last auto" in TrainConfig(channels_last="auto").summary()
-    assert ", channels_last" not in TrainConfig().summary()
-
-
-def test_fit_refuses_an_unsettled_layout():
-    with pytest.raises(ValueError, match="resolve_channels_last"):
-        fit(torch.nn.Conv2d(3, 19, 1), [], None, TrainConfig(channels_last="auto", device="cpu"))
-
-
-def test_a_run_records_the_measured_layout_and_continues_without_measuring(
-        monkeypatch, prepared_root, tmp_path, capsys):
-    _layout_timed(monkeypatch, {True: 0.002, False: 0.03})
-    out = tmp_path / "ck"
-    common = {"data": prepared_root, "out": out, "log_dir": tmp_path / "tb", "progress": False,
-              "max_iters": 1, "max_val_batches": 1}
-    train("my_fcn", profile="ci", epochs=1, channels_last="auto", **common)
-    assert "channels_last: on (" in capsys.readouterr().out
-    assert load_checkpoint(out / "last.pt")["config"]["channels_last"] is True
-
-    def no_measuring(*args, **kwargs):
-        raise AssertionError("-c measured the layout again")
-
-    monkeypatch.setattr(bench, "config_step", no_measuring)
-    train("my_fcn", profile="ci", epochs=2, resume=True, **common)
-    assert load_checkpoint(out / "last.pt")["config"]["channels_last"] is True

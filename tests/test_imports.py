@@ -103,6 +103,14 @@ def test_datasets_do_not_import_distributed_training():
     assert "segkit.distributed" not in reachable(import_graph(), "segkit.datasets")
 
 
+def test_training_and_the_planner_do_not_import_the_benchmarks():
+    """The step and what runs it before a run live in segkit.step; bench only measures."""
+    graph = import_graph()
+    for module in ("segkit.training", "segkit.engine", "segkit.planner"):
+        assert "segkit.bench" not in reachable(graph, module)
+    assert "segkit.step" in graph["segkit.engine"] and "segkit.step" in graph["segkit.planner"]
+
+
 @pytest.mark.parametrize("module", ["segkit.inference", "segkit.callbacks"])
 def test_module_imports_no_plotting_library(module):
     code = (f"import sys, {module}; "
