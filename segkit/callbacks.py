@@ -50,15 +50,15 @@ def _epoch_of(state: FitState, epoch: int | str) -> str:
 
 
 class PrintMetrics(Callback):
-    """One line per epoch: loss, validation global acc, mean acc and mIoU, time; for a time-budget
-    run the steps planned, and at the end what the budget turned into."""
+    """One line per epoch: loss, validation loss, global acc, mean acc and mIoU, time; for a
+    time-budget run the steps planned, and at the end what the budget turned into."""
 
     def on_epoch_end(self, state: FitState) -> None:
         row = state.last
         scores = ""
         if "val_miou" in row:
-            scores = (f"  val: global acc {row['val_pixel_acc']:.3f}  mean acc {row['val_mean_acc']:.3f}"
-                      f"  mIoU {row['val_miou']:.3f}")
+            scores = (f"  val: loss {row['val_loss']:.4f}  global acc {row['val_pixel_acc']:.3f}"
+                      f"  mean acc {row['val_mean_acc']:.3f}  mIoU {row['val_miou']:.3f}")
         planned = ("" if state.plan is None or state.plan.total_steps is None
                    else f", step {state.step} of {state.plan.total_steps} planned")
         epoch = _epoch_of(state, f"{row['epoch']:>3}")
@@ -92,7 +92,8 @@ class Checkpointer(Callback):
 
 
 class TensorBoardLogger(Callback):
-    """Scalars (loss, global acc, mean acc, mIoU, lr) and input / label / prediction images.
+    """Scalars (training and validation loss, global acc, mean acc, mIoU, lr) and input / label /
+    prediction images.
 
     The event file is opened when training starts, so a run refused before that leaves none behind.
     """
@@ -112,7 +113,7 @@ class TensorBoardLogger(Callback):
         row, epoch = state.last, state.epoch
         self.writer.add_scalar("train/loss", row["train_loss"], epoch)
         self.writer.add_scalar("train/lr", row["lr"], epoch)
-        for name in ("pixel_acc", "mean_acc", "miou"):
+        for name in ("loss", "pixel_acc", "mean_acc", "miou"):
             if f"val_{name}" in row:
                 self.writer.add_scalar(f"val/{name}", row[f"val_{name}"], epoch)
         if state.val_example is not None:
