@@ -133,7 +133,8 @@ def _colour(mask: torch.Tensor) -> torch.Tensor:
 
 
 class LivePlot(Callback):
-    """Redraw training loss and validation mIoU / global acc after every epoch, in place.
+    """Redraw training and validation loss and validation mIoU / global acc after every epoch, in
+    place, against minutes of training and validation and images seen (``segkit.viz.draw_live``).
 
     In a notebook the picture is displayed once and then updated through its display handle, so a
     run leaves one picture, not one per epoch. It is sent as a PNG, which works under any
@@ -141,7 +142,7 @@ class LivePlot(Callback):
     prints nothing. Pass ``LivePlot()`` in ``fit``'s callbacks.
     """
 
-    def __init__(self, *, figsize: tuple[float, float] = (10, 3.5)):
+    def __init__(self, *, figsize: tuple[float, float] = (10, 4)):
         self.figsize = figsize
         self.fig = None  # a matplotlib Figure once the first epoch has ended
         self.handle = None
@@ -153,7 +154,10 @@ class LivePlot(Callback):
 
         if self.fig is None:
             self.fig = viz.live_figure(self.figsize)
-        viz.draw_live(self.fig, state.history, state.config.epochs)
+        if state.plan is None:
+            viz.draw_live(self.fig, state.history, epochs=state.config.epochs)
+        else:  # a time budget, not a number of epochs, ends the run
+            viz.draw_live(self.fig, state.history, budget=state.plan.budget)
         if _in_notebook():
             from IPython.display import Image, display
 
