@@ -7,7 +7,7 @@ import pytest
 
 from segkit import course
 from segkit.budget import format_duration
-from segkit.config import profile_config
+from segkit.config import TrainConfig, profile_config
 from segkit.course import LARGE_CLASSES, THIN_CLASSES, comparison_table, group_iou
 from segkit.labels import CLASS_NAMES
 
@@ -58,20 +58,36 @@ def test_a_best_model_is_named_only_beyond_the_seed_spread(runs, winner, words) 
     assert named == winner and words in why
 
 
-@pytest.mark.parametrize("profile", ["ci", "cpu", "laptop", "gpu"])
-def test_the_recipe_line_names_the_profiles_settings(profile) -> None:
+@pytest.mark.parametrize(("profile", "schedule"), [
+    ("ci", "adam, constant lr 0.001,"),
+    ("cpu", "adam, lr 0.002 decaying linearly to 0 after 20 warm-up steps,"),
+    ("laptop", "adam, lr 0.001 decaying to 0 by poly (power 0.9) after 100 warm-up steps,"),
+    ("gpu", "adam, lr 0.001 decaying to 0 by poly (power 0.9) after 100 warm-up steps,"),
+])
+def test_the_recipe_line_names_the_profiles_settings(profile, schedule) -> None:
     config = profile_config("unet", profile)
     width, height = config.size
     length = (f"{config.epochs} epochs" if config.time_budget is None
               else f"a {format_duration(config.time_budget)} budget")
     line = config.summary()
     assert line.startswith(f"{length} of {width}x{height} crops, batch {config.batch_size},")
-    assert f"lr {config.lr:g} ({config.scheduler}" in line
+    assert schedule in line
+    assert f"weight decay {config.weight_decay:g}, " in line
     assert ("class-weighted" in line) == config.class_weights
     layout = {True: "channels_last", "auto": "channels_last auto"}.get(config.channels_last)
     assert layout in line if layout else "channels_last" not in line
     processes = f"batch {config.batch_size} per process x 2 processes = {2 * config.batch_size}"
     assert processes in config.summary(processes=2)
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"scheduler": "cosine", "lr": 0.01}, "lr 0.01 decaying to 0 by cosine"),
+    ({"scheduler": "step", "step_gamma": 0.5, "step_epochs": 10},
+     "lr 0.001 decaying by step (x0.5 every 10 epochs)"),
+    ({"scheduler": "none", "warmup_iters": 5}, "constant lr 0.001 after 5 warm-up steps"),
+])
+def test_every_schedule_reads_as_words(changes, words) -> None:
+    assert TrainConfig(**changes).describe_schedule() == words
 
 
 @pytest.fixture
