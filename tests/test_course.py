@@ -4,12 +4,14 @@ import math
 import warnings
 
 import pytest
+import torch
 
 from segkit import course
 from segkit.budget import format_duration
-from segkit.config import TrainConfig, profile_config
+from segkit.config import PROFILES, TrainConfig, get_profile, profile_config
 from segkit.course import LARGE_CLASSES, THIN_CLASSES, comparison_table, group_iou
 from segkit.labels import CLASS_NAMES
+from segkit.runtime import describe_precision
 
 
 def _ious(**values: float | None) -> list[float | None]:
@@ -88,6 +90,37 @@ def test_the_recipe_line_names_the_profiles_settings(profile, schedule) -> None:
 ])
 def test_every_schedule_reads_as_words(changes, words) -> None:
     assert TrainConfig(**changes).describe_schedule() == words
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+@pytest.mark.parametrize("model", ["my_fcn", "unet", "deeplabv3plus"])
+def test_the_recipe_in_words_is_the_one_the_profile_runs(profile, model, tmp_path) -> None:
+    cpu = torch.device("cpu")
+    learner = course.Course(get_profile(profile), tmp_path, cpu)
+    config = learner.config(model)
+    text = course.recipe(learner, model)
+    width, height = config.size
+    assert f"`{model}` in profile `{profile}`" in text
+    assert f"batch {config.batch_size}" in text and f"{width}×{height} crops" in text
+    assert f"- **Learning rate**: {config.describe_schedule()}\n" in text
+    length = (f"{config.epochs} epochs" if config.time_budget is None
+              else f"a time budget of {format_duration(config.time_budget)}")
+    assert f"- **Length**: {length}" in text
+    assert describe_precision(config.amp, cpu).removeprefix("precision ") in text
+    # departures from the original study, each with its reason, only where the values differ
+    assert ("a higher learning rate, 0.002 instead of 0.001: " in text) == (config.lr == 2e-3)
+    assert "lower learning rate" not in text and "learning rate, 0.001 instead" not in text
+    assert (f"batch {config.batch_size} instead of 8: " in text) == (config.batch_size != 8)
+    departures = text.partition("**Where it departs")[2].splitlines()[2:]
+    assert departures and all(": " in line and not line.endswith(":") for line in departures)
+    backbone = f"learning at {config.backbone_lr:g} × the rate (lr {config.lr * config.backbone_lr:g})"
+    assert (backbone in text) == (model == "deeplabv3plus")
+
+
+def test_deeplab_in_the_cpu_profile_keeps_the_original_rate(tmp_path) -> None:
+    text = course.recipe(course.Course(get_profile("cpu"), tmp_path, torch.device("cpu")), "deeplabv3plus")
+    assert "lr 0.001 decaying linearly to 0 after 20 warm-up steps" in text
+    assert "higher" not in text and "MobileNetV3-Large, ImageNet-pretrained" in text
 
 
 @pytest.fixture
