@@ -26,6 +26,7 @@ from segkit.checkpoints import model_from_checkpoint
 from segkit.config import Profile, TrainConfig, get_profile, profile_config
 from segkit.datasets import CityscapesSegmentation, ensure_synthetic
 from segkit.engine import FitState
+from segkit.inference import compare_protocols
 from segkit.models import PretrainedWeightsWarning
 from segkit.models.registry import model_options
 from segkit.planner import checkpointing
@@ -390,6 +391,23 @@ def comparison_table(runs: dict[str, dict]):
         "IoU large classes": group_iou(best_epoch(run)["val_iou"], LARGE_CLASSES),
         "IoU thin classes": group_iou(best_epoch(run)["val_iou"], THIN_CLASSES),
     } for name, run in runs.items()}).T
+
+
+def protocol_table(course: Course, models: dict[str, torch.nn.Module], runs: dict[str, dict]):
+    """Each model scored on ``course.data``'s val split four ways, one pandas table with rows
+    (model, protocol): the training-time proxy every curve shows (labels resized to the validation
+    size), the whole frame scored against full-resolution labels, sliding windows, and sliding
+    windows with flip (``segkit.inference.compare_protocols``).
+
+    ``models`` and ``runs`` as notebook 07 loads them (``load_run``): the trained models and their
+    ``run.json``, whose recorded config says the crop and validation size each was trained with.
+    """
+    import pandas as pd
+
+    tables = {name: compare_protocols(model, TrainConfig.from_dict(runs[name]["config"]), course.data,
+                                      device=course.device)
+              for name, model in models.items()}
+    return pd.concat(tables, names=["model", "protocol"])
 
 
 def write_figures(course: Course, out: str | os.PathLike = "pics") -> list[Path]:

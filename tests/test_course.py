@@ -123,6 +123,24 @@ def test_deeplab_in_the_cpu_profile_keeps_the_original_rate(tmp_path) -> None:
     assert "higher" not in text and "MobileNetV3-Large, ImageNet-pretrained" in text
 
 
+def test_the_protocol_table_scores_each_model_with_its_recorded_config(monkeypatch, tmp_path) -> None:
+    import pandas as pd
+
+    asked = []
+
+    def compare(model, config, root, *, device):
+        asked.append((model, config.size, config.val_size, root, device))
+        return pd.DataFrame({"mIoU": [0.5, 0.4]}, index=["proxy", "whole"])
+
+    monkeypatch.setattr(course, "compare_protocols", compare)
+    monkeypatch.setattr(course.Course, "data", tmp_path / "data")
+    learner = course.Course(get_profile("ci"), tmp_path, torch.device("cpu"))
+    record = {"config": {"model": "unet", "size": [64, 32], "val_size": [128, 64]}}  # as JSON keeps it
+    table = course.protocol_table(learner, {"unet": "net"}, {"unet": record})
+    assert asked == [("net", (64, 32), (128, 64), tmp_path / "data", torch.device("cpu"))]
+    assert table.loc[("unet", "whole"), "mIoU"] == 0.4 and table.index.names == ["model", "protocol"]
+
+
 @pytest.fixture
 def isolated_setup(monkeypatch, tmp_path):
     """``course.setup`` without touching this process for good: warning filters and format,
