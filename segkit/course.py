@@ -15,7 +15,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -36,6 +36,9 @@ from segkit.runtime import describe_precision, resolve_device, seed_everything, 
 from segkit.training import train
 from segkit.transforms import eval_transforms
 from segkit.viz import set_style
+
+if TYPE_CHECKING:  # pandas is imported when a table is made
+    import pandas as pd
 
 #: The real small subset, when notebook 01 prepared it from the official download.
 REAL_DATA = "cityscapes-small"
@@ -73,7 +76,9 @@ class Course:
         return profile_config(model, self.profile.name, out=str(self.run_dir(model)), **changes)
 
     def validation_set(self, size: tuple[int, int] | None = None) -> CityscapesSegmentation:
-        """The validation split at the profile's validation size, normalised for models."""
+        """The validation split at the profile's validation size, normalised for models: frames and
+        labels resized, the fast proxy training validates with (``protocol_table`` sets it beside
+        scores on labels at full resolution)."""
         size = size or self.profile.train.get("val_size") or self.profile.train["size"]
         return CityscapesSegmentation(self.data, "val", eval_transforms(size=size))
 
@@ -278,27 +283,23 @@ def _validation_words(config: TrainConfig) -> str:
 
 def _departures(config: TrainConfig, why: dict[str, str]) -> list[str]:
     """One line per setting of the original study's recipe that ``config`` changes, with the
-    profile's reason (``why``, keyed by ``length`` or the field)."""
-    lines = []
+    profile's reason (``why``, keyed by ``length`` or the field) where it gives one."""
+    changed = []
     if config.time_budget is not None:
-        lines.append(f"a time budget of {format_duration(config.time_budget)} instead of "
-                     f"{ORIGINAL.epochs} epochs: {why.get('length', '')}")
+        changed.append(("length", f"a time budget of {format_duration(config.time_budget)} instead "
+                                  f"of {ORIGINAL.epochs} epochs"))
     elif config.epochs != ORIGINAL.epochs:
-        lines.append(f"{config.epochs} epochs instead of {ORIGINAL.epochs}: {why.get('length', '')}")
-    if config.batch_size != ORIGINAL.batch_size:
-        lines.append(f"batch {config.batch_size} instead of {ORIGINAL.batch_size}: "
-                     f"{why.get('batch_size', '')}")
-    if config.lr != ORIGINAL.lr:
-        direction = "higher" if config.lr > ORIGINAL.lr else "lower"
-        lines.append(f"a {direction} learning rate, {config.lr:g} instead of {ORIGINAL.lr:g}: "
-                     f"{why.get('lr', '')}")
-    if config.optimizer != ORIGINAL.optimizer:
-        lines.append(f"{OPTIMIZER_NAMES[config.optimizer]} instead of {OPTIMIZER_NAMES[ORIGINAL.optimizer]}"
-                     f": {why.get('optimizer', '')}")
-    if config.weight_decay != ORIGINAL.weight_decay:
-        lines.append(f"weight decay {config.weight_decay:g} instead of {ORIGINAL.weight_decay:g}: "
-                     f"{why.get('weight_decay', '')}")
-    return [line.removesuffix(": ") for line in lines]
+        changed.append(("length", f"{config.epochs} epochs instead of {ORIGINAL.epochs}"))
+    direction = "higher" if config.lr > ORIGINAL.lr else "lower"
+    words = {  # field: how the change reads
+        "batch_size": f"batch {config.batch_size} instead of {ORIGINAL.batch_size}",
+        "lr": f"a {direction} learning rate, {config.lr:g} instead of {ORIGINAL.lr:g}",
+        "optimizer": f"{OPTIMIZER_NAMES[config.optimizer]} instead of {OPTIMIZER_NAMES[ORIGINAL.optimizer]}",
+        "weight_decay": f"weight decay {config.weight_decay:g} instead of {ORIGINAL.weight_decay:g}",
+    }
+    changed += [(name, text) for name, text in words.items()
+                if getattr(config, name) != getattr(ORIGINAL, name)]
+    return [f"{text}: {why[name]}" if name in why else text for name, text in changed]
 
 
 def load_run(course: Course, model: str, seed: int = 0) -> tuple[torch.nn.Module, dict] | None:
@@ -393,7 +394,8 @@ def comparison_table(runs: dict[str, dict]):
     } for name, run in runs.items()}).T
 
 
-def protocol_table(course: Course, models: dict[str, torch.nn.Module], runs: dict[str, dict]):
+def protocol_table(course: Course, models: dict[str, torch.nn.Module],
+                   runs: dict[str, dict]) -> pd.DataFrame:
     """Each model scored on ``course.data``'s val split four ways, one pandas table with rows
     (model, protocol): the training-time proxy every curve shows (labels resized to the validation
     size), the whole frame scored against full-resolution labels, sliding windows, and sliding

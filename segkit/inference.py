@@ -10,6 +10,10 @@ against labels at their own resolution::
     from segkit.inference import Inference, evaluate
     scores = evaluate(model, loader, inference=Inference("slide", window=(512, 256), flip=True))
 
+``compare_protocols`` sets these recipes side by side for one model: the fast proxy that training
+validates with (labels resized) against the whole frame, sliding windows and flip scored on
+labels at their own resolution.
+
 ``predict_files`` runs a model on image files of any size (a notebook's or ``segkit predict``'s);
 ``LabelIdWriter`` writes predictions in the official benchmark format (labelIds PNGs named after
 the frame), which ``segkit test --save-labelids`` uses. This module builds on ``segkit.engine``
@@ -24,7 +28,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -46,6 +50,9 @@ from segkit.pictures import overlay
 from segkit.planner import peak_bytes
 from segkit.runtime import autocast_dtype
 from segkit.transforms import eval_transforms, to_model_input
+
+if TYPE_CHECKING:  # pandas is imported when a table is made: `segkit predict` starts without it
+    import pandas as pd
 
 MODES = ("whole", "slide")
 TTA = ("flip", "ms")
@@ -289,7 +296,8 @@ def frame_peak_bytes(model: nn.Module, image: Tensor, out_size: Sequence[int], i
 
 def compare_protocols(model: nn.Module, config: TrainConfig, root: str | os.PathLike, *,
                       split: str = "val", device: torch.device | str | None = None,
-                      amp: str | None = None, batch_size: int = 4, num_workers: int = 0):
+                      amp: str | None = None, batch_size: int = 4,
+                      num_workers: int = 0) -> pd.DataFrame:
     """Score ``model``, trained with ``config``, on ``root``'s ``split`` four ways, side by side.
 
     Rows (pandas index):
@@ -297,8 +305,10 @@ def compare_protocols(model: nn.Module, config: TrainConfig, root: str | os.Path
     * ``proxy``: frames and labels resized to the validation size (``config.val_size``, else
       ``config.size``; labels nearest), scored as ``fit`` validates (but on every frame): fast,
       and the score every training curve shows.
-    * ``whole``: the frame resized to that size, its class scores upsampled to the labels at their
-      full resolution (``segkit test``'s default): the same predictions, honestly scored.
+    * ``whole``: the frame resized to that size, its class scores enlarged to the labels as stored
+      (``segkit test``'s default): nearly the proxy's predictions, scored against every label
+      pixel. The labels' full resolution is the root's: a copy resized by ``segkit prepare``
+      holds them at its size.
     * ``slide``: windows of the training crop slid over the full-resolution frame.
     * ``slide + flip``: the same, averaged with the mirrored frame.
 
