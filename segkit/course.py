@@ -401,13 +401,18 @@ def protocol_table(course: Course, models: dict[str, torch.nn.Module],
     size), the whole frame scored against full-resolution labels, sliding windows, and sliding
     windows with flip (``segkit.inference.compare_protocols``).
 
+    The windows (the training crop) tile the frame without overlap: 4 passes over a frame of
+    twice the crop's width and height (the ``cpu`` profile's) instead of the 9 of ``segkit test
+    --mode slide``'s third of overlap, so that the table takes seconds a model, not minutes.
+
     ``models`` and ``runs`` as notebook 07 loads them (``load_run``): the trained models and their
     ``run.json``, whose recorded config says the crop and validation size each was trained with.
     """
     import pandas as pd
 
-    tables = {name: compare_protocols(model, TrainConfig.from_dict(runs[name]["config"]), course.data,
-                                      device=course.device)
+    configs = {name: TrainConfig.from_dict(runs[name]["config"]) for name in models}
+    tables = {name: compare_protocols(model, configs[name], course.data, device=course.device,
+                                      stride=configs[name].size)
               for name, model in models.items()}
     return pd.concat(tables, names=["model", "protocol"])
 

@@ -296,8 +296,8 @@ def frame_peak_bytes(model: nn.Module, image: Tensor, out_size: Sequence[int], i
 
 def compare_protocols(model: nn.Module, config: TrainConfig, root: str | os.PathLike, *,
                       split: str = "val", device: torch.device | str | None = None,
-                      amp: str | None = None, batch_size: int = 4,
-                      num_workers: int = 0) -> pd.DataFrame:
+                      amp: str | None = None, stride: tuple[int, int] | None = None,
+                      batch_size: int = 4, num_workers: int = 0) -> pd.DataFrame:
     """Score ``model``, trained with ``config``, on ``root``'s ``split`` four ways, side by side.
 
     Rows (pandas index):
@@ -309,7 +309,9 @@ def compare_protocols(model: nn.Module, config: TrainConfig, root: str | os.Path
       (``segkit test``'s default): nearly the proxy's predictions, scored against every label
       pixel. The labels' full resolution is the root's: a copy resized by ``segkit prepare``
       holds them at its size.
-    * ``slide``: windows of the training crop slid over the full-resolution frame.
+    * ``slide``: windows of the training crop slid over the full-resolution frame by ``stride``
+      (default: two thirds of the window, as ``segkit test --mode slide``; the window itself
+      tiles the frame without overlap, in half the passes or fewer).
     * ``slide + flip``: the same, averaged with the mirrored frame.
 
     Columns: ``mIoU``, ``global acc`` (fractions), ``s/frame`` (reading included),
@@ -325,8 +327,9 @@ def compare_protocols(model: nn.Module, config: TrainConfig, root: str | os.Path
     protocols = {  # name: (the size frames and labels are resized to (None: as stored), recipe)
         "proxy": (proxy_size, Inference()),
         "whole": (None, Inference.for_checkpoint(config)),
-        "slide": (None, Inference.for_checkpoint(config, mode="slide")),
-        "slide + flip": (None, Inference.for_checkpoint(config, mode="slide", tta=("flip",))),
+        "slide": (None, Inference.for_checkpoint(config, mode="slide", stride=stride)),
+        "slide + flip": (None, Inference.for_checkpoint(config, mode="slide", stride=stride,
+                                                        tta=("flip",))),
     }
     rows = {}
     for name, (size, inference) in protocols.items():

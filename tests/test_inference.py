@@ -203,12 +203,13 @@ def test_protocols_side_by_side_score_the_labels_each_names(tiny_checkpoint, pre
     from segkit.transforms import eval_transforms
 
     net, saved = model_from_checkpoint(tiny_checkpoint)
-    # validated at 128x64; windows of 128x64 crops: 9 a frame, not the 36 of its 64x32 crops
+    # validated at 128x64; windows of 128x64 crops tiling the frame: 4 a frame, not the 36 of
+    # its 64x32 crops with a third of overlap
     config = TrainConfig.from_dict(saved["config"]).replace(size=(128, 64))
-    table = compare_protocols(net, config, prepared_root, amp="off")
+    table = compare_protocols(net, config, prepared_root, amp="off", stride=(128, 64))
     assert list(table.index) == ["proxy", "whole", "slide", "slide + flip"]
     assert list(table["labels"]) == ["128x64", "256x128", "256x128", "256x128"]  # frames are 256x128
-    assert table.loc["slide + flip", "how"] == ("slide 128x64 windows, stride 86x43 at full "
+    assert table.loc["slide + flip", "how"] == ("slide 128x64 windows, stride 128x64 at full "
                                                 "resolution, flip")
     # "whole" by hand: each frame shrunk to 128x64, its logits enlarged to the 256x128 labels
     matrix = ConfusionMatrix()
