@@ -403,7 +403,7 @@ def protocol_table(course: Course, models: dict[str, torch.nn.Module],
 
     The windows (the training crop) tile the frame without overlap: 4 passes over a frame of
     twice the crop's width and height (the ``cpu`` profile's) instead of the 9 of ``segkit test
-    --mode slide``'s third of overlap, so that the table takes seconds a model, not minutes.
+    --mode slide``'s third of overlap, about half the cost.
 
     ``models`` and ``runs`` as notebook 07 loads them (``load_run``): the trained models and their
     ``run.json``, whose recorded config says the crop and validation size each was trained with.
