@@ -50,15 +50,15 @@ def _epoch_of(state: FitState, epoch: int | str) -> str:
 
 
 class PrintMetrics(Callback):
-    """One line per epoch: loss, validation global acc, mean acc and mIoU, time; for a time-budget
-    run the steps planned, and at the end what the budget turned into."""
+    """One line per epoch: loss, validation loss, global acc, mean acc and mIoU, time; for a
+    time-budget run the steps planned, and at the end what the budget turned into."""
 
     def on_epoch_end(self, state: FitState) -> None:
         row = state.last
         scores = ""
         if "val_miou" in row:
-            scores = (f"  val: global acc {row['val_pixel_acc']:.3f}  mean acc {row['val_mean_acc']:.3f}"
-                      f"  mIoU {row['val_miou']:.3f}")
+            scores = (f"  val: loss {row['val_loss']:.4f}  global acc {row['val_pixel_acc']:.3f}"
+                      f"  mean acc {row['val_mean_acc']:.3f}  mIoU {row['val_miou']:.3f}")
         planned = ("" if state.plan is None or state.plan.total_steps is None
                    else f", step {state.step} of {state.plan.total_steps} planned")
         epoch = _epoch_of(state, f"{row['epoch']:>3}")
@@ -92,7 +92,8 @@ class Checkpointer(Callback):
 
 
 class TensorBoardLogger(Callback):
-    """Scalars (loss, global acc, mean acc, mIoU, lr) and input / label / prediction images.
+    """Scalars (training and validation loss, global acc, mean acc, mIoU, lr) and input / label /
+    prediction images.
 
     The event file is opened when training starts, so a run refused before that leaves none behind.
     """
@@ -112,7 +113,7 @@ class TensorBoardLogger(Callback):
         row, epoch = state.last, state.epoch
         self.writer.add_scalar("train/loss", row["train_loss"], epoch)
         self.writer.add_scalar("train/lr", row["lr"], epoch)
-        for name in ("pixel_acc", "mean_acc", "miou"):
+        for name in ("loss", "pixel_acc", "mean_acc", "miou"):
             if f"val_{name}" in row:
                 self.writer.add_scalar(f"val/{name}", row[f"val_{name}"], epoch)
         if state.val_example is not None:
@@ -132,7 +133,8 @@ def _colour(mask: torch.Tensor) -> torch.Tensor:
 
 
 class LivePlot(Callback):
-    """Redraw training loss and validation mIoU / global acc after every epoch, in place.
+    """Redraw training and validation loss and validation mIoU / global acc after every epoch, in
+    place, against minutes of training and validation and images seen (``segkit.viz.draw_live``).
 
     In a notebook the picture is displayed once and then updated through its display handle, so a
     run leaves one picture, not one per epoch. It is sent as a PNG, which works under any
@@ -140,7 +142,7 @@ class LivePlot(Callback):
     prints nothing. Pass ``LivePlot()`` in ``fit``'s callbacks.
     """
 
-    def __init__(self, *, figsize: tuple[float, float] = (10, 3.5)):
+    def __init__(self, *, figsize: tuple[float, float] = (10, 4)):
         self.figsize = figsize
         self.fig = None  # a matplotlib Figure once the first epoch has ended
         self.handle = None
@@ -152,7 +154,10 @@ class LivePlot(Callback):
 
         if self.fig is None:
             self.fig = viz.live_figure(self.figsize)
-        viz.draw_live(self.fig, state.history, state.config.epochs)
+        if state.plan is None:
+            viz.draw_live(self.fig, state.history, epochs=state.config.epochs)
+        else:  # a time budget, not a number of epochs, ends the run
+            viz.draw_live(self.fig, state.history, budget=state.plan.budget)
         self.handle = show_in_place(self.fig, self.handle)
 
     def on_fit_end(self, state: FitState) -> None:

@@ -97,11 +97,10 @@ class TrainConfig:
 
     def summary(self, processes: int = 1) -> str:
         """The recipe in one line: epochs, crop, batch (per process when ``processes`` > 1),
-        optimiser, schedule, loss."""
+        optimiser, learning-rate schedule (``describe_schedule``), loss."""
         width, height = self.size
         batch = f"batch {self.batch_size}" + (
             f" per process x {processes} processes = {self.batch_size * processes}" if processes > 1 else "")
-        warmup = f", {self.warmup_iters} warm-up iters" if self.warmup_iters else ""
         loss = f"{'class-weighted ' if self.class_weights else ''}{self.loss}"
         extras = [name for name, on in (("channels_last", self.channels_last is True),
                                         ("channels_last auto", self.channels_last == "auto"),
@@ -113,9 +112,27 @@ class TrainConfig:
         length = (f"{self.epochs} epochs" if self.time_budget is None
                   else f"a {format_duration(self.time_budget)} budget")
         return (f"{length} of {width}x{height} crops, {batch}, "
-                f"{self.optimizer} lr {self.lr:g} ({self.scheduler}{warmup}), "
+                f"{self.optimizer}, {self.describe_schedule()}, "
                 f"weight decay {self.weight_decay:g}, {loss} loss"
                 + "".join(f", {extra}" for extra in extras))
+
+    def describe_schedule(self) -> str:
+        """The learning rate over the run in words: ``constant lr 0.001``, ``lr 0.002 decaying
+        linearly to 0 after 20 warm-up steps``, ``lr 0.001 decaying to 0 by poly (power 0.9)``,
+        ``… by cosine``, ``lr 0.001 decaying by step (x0.1 every 30 epochs)``.
+
+        Warm-up steps are optimizer steps, over which the rate rises linearly to ``lr``; the decay
+        reaches 0 at the last epoch, or with a time budget at the budget's end.
+        """
+        warmup = f" after {self.warmup_iters} warm-up steps" if self.warmup_iters else ""
+        decay = {"none": None, "linear": "decaying linearly to 0",
+                 "poly": f"decaying to 0 by poly (power {self.poly_power:g})",
+                 "cosine": "decaying to 0 by cosine",
+                 "step": f"decaying by step (x{self.step_gamma:g} every {self.step_epochs} epochs)",
+                 }[self.scheduler]
+        if decay is None:
+            return f"constant lr {self.lr:g}{warmup}"
+        return f"lr {self.lr:g} {decay}{warmup}"
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes``; unknown keys raise ``TypeError`` naming them."""

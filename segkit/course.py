@@ -1,9 +1,11 @@
 """What the course notebooks share: the one-line setup, their data, and their trained models.
 
-Every notebook starts with ``course = setup()``: seeds and deterministic kernels, plot defaults,
-quiet progress bars in the ``ci`` profile, and the profile itself (argument, ``SEGKIT_PROFILE``, or
-``cpu``). Notebook 01 prepares the data; 04–06 train with ``train_model`` (which saves checkpoints,
-history and timings under ``runs/course-{profile}/{model}``); 07 reads them with ``load_run``.
+Every notebook starts with ``course = setup()``: seeds, plot defaults, and the profile (argument,
+``SEGKIT_PROFILE``, or ``auto``: ``cpu`` without a CUDA GPU, ``laptop`` on one of less than 16 GiB,
+``gpu`` on a larger one); the ``ci`` profile also asks for deterministic kernels and quiets progress
+bars, for nbval. Notebook 01 prepares the data; 04–06 show the recipe they run (``recipe``) and
+train with ``train_model`` (which saves checkpoints, history and timings under
+``runs/course-{profile}/{model}``); 07 reads them with ``load_run``.
 """
 
 from __future__ import annotations
@@ -13,23 +15,30 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from segkit import __version__, labels
+from segkit.budget import format_duration
 from segkit.callbacks import LivePlot
 from segkit.checkpoints import model_from_checkpoint
 from segkit.config import Profile, TrainConfig, get_profile, profile_config
 from segkit.datasets import CityscapesSegmentation, ensure_synthetic
 from segkit.engine import FitState
+from segkit.inference import compare_protocols
 from segkit.models import PretrainedWeightsWarning
+from segkit.models.registry import model_options
+from segkit.planner import checkpointing
 from segkit.prepare import MANIFEST, read_manifest
 from segkit.run import read_record, set_aside
-from segkit.runtime import resolve_device, seed_everything, set_determinism
+from segkit.runtime import describe_precision, resolve_device, seed_everything, set_determinism
 from segkit.training import train
 from segkit.transforms import eval_transforms
 from segkit.viz import set_style
+
+if TYPE_CHECKING:  # pandas is imported when a table is made
+    import pandas as pd
 
 #: The real small subset, when notebook 01 prepared it from the official download.
 REAL_DATA = "cityscapes-small"
@@ -67,7 +76,9 @@ class Course:
         return profile_config(model, self.profile.name, out=str(self.run_dir(model)), **changes)
 
     def validation_set(self, size: tuple[int, int] | None = None) -> CityscapesSegmentation:
-        """The validation split at the profile's validation size, normalised for models."""
+        """The validation split at the profile's validation size, normalised for models: frames and
+        labels resized, the fast proxy training validates with (``protocol_table`` sets it beside
+        scores on labels at full resolution)."""
         size = size or self.profile.train.get("val_size") or self.profile.train["size"]
         return CityscapesSegmentation(self.data, "val", eval_transforms(size=size))
 
@@ -109,7 +120,8 @@ def _one_line_warnings(*categories: type[Warning]) -> None:
 
 
 def setup(profile: str | None = None, *, seed: int = 0) -> Course:
-    """Seeds, determinism, plot style and the profile; returns the ``Course``. Prints one line."""
+    """Seeds, plot style and the profile, with deterministic kernels where the profile asks for them
+    (``ci``, whose outputs nbval compares); returns the ``Course``. Prints one line."""
     chosen = get_profile(profile)
     set_determinism(chosen.train.get("deterministic", False))
     seed_everything(seed)
@@ -151,6 +163,143 @@ def train_model(course: Course, model: str, *, live: bool = True, minutes: float
                   callbacks=[LivePlot()] if live else [], progress=False, **changes)
     best, _ = model_from_checkpoint(out / "best.pt", course.device)
     return best, state
+
+
+# --- the recipe in words -------------------------------------------------------------------------
+
+#: The original study's recipe (its Table 1), which ``TrainConfig``'s defaults keep.
+ORIGINAL = TrainConfig()
+#: Why each profile departs from the original recipe where it does: one clause per setting
+#: ("length" is the epochs or the time budget). Shown only where the profile's value differs.
+WHY_THE_PROFILE_DIFFERS = {
+    "ci": {"length": "enough to show that every step runs in minutes on two CPU cores (nbval checks "
+                     "the notebooks; these scores mean nothing)",
+           "batch_size": "two updates an epoch from its eight training frames, not one"},
+    "cpu": {"length": "the course takes as long on a slow CPU as on a fast one, and a faster one "
+                      "learns more (Budgeted Training, Li et al., 2020)",
+            "batch_size": "twice the updates for the same images seen",
+            "lr": "a rate that decays to zero over a short budget can start higher"},
+    "laptop": {"length": "the poly schedule brings the rate to zero by the last epoch, so a shorter "
+                         "run ends settled rather than cut off"},
+    "gpu": {"length": "the poly schedule brings the rate to zero by the last epoch, so a shorter "
+                      "run ends settled rather than cut off"},
+}
+OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD with momentum 0.9"}
+BACKBONE_NAMES = {"mobilenet_v3_large": "MobileNetV3-Large", "resnet50": "ResNet-50",
+                  "resnet101": "ResNet-101"}
+
+
+def recipe(course: Course, model: str) -> str:
+    """The recipe ``train_model(course, model)`` runs, in Markdown, for this profile and machine.
+
+    Generated from ``course.config(model)`` and ``course.device``: length, data sizes, batch,
+    optimizer, learning-rate schedule, loss, precision, memory layout, activation checkpointing, a
+    backbone's weights and rate, and validation; then, only where they differ, how and why the
+    profile departs from the original study (Adam, lr 0.001, weight decay 1e-05, batch 8, 500
+    epochs). Notebooks 04–06 show it with ``IPython.display.Markdown``.
+    """
+    config = course.config(model)
+    lines = [f"**The recipe of `{config.model}` in profile `{course.profile.name}`** "
+             f"(on this machine: {course.device.type})", "",
+             *(f"- **{name}**: {text}" for name, text in _recipe_items(config, course.device))]
+    departures = _departures(config, WHY_THE_PROFILE_DIFFERS.get(course.profile.name, {}))
+    original = (f"{OPTIMIZER_NAMES[ORIGINAL.optimizer]}, lr {ORIGINAL.lr:g}, weight decay "
+                f"{ORIGINAL.weight_decay:g}, batch {ORIGINAL.batch_size}, {ORIGINAL.epochs} epochs")
+    if departures:
+        lines += ["", f"**Where it departs from the original study** ({original}):", "",
+                  *(f"- {text}" for text in departures)]
+    else:
+        lines += ["", f"Otherwise as the original study ({original})."]
+    return "\n".join(lines)
+
+
+def _recipe_items(config: TrainConfig, device: torch.device) -> list[tuple[str, str]]:
+    """(setting, what it is) pairs of ``config`` on ``device``, in the order a learner reads them."""
+    width, height = config.size
+    val_width, val_height = config.val_size or config.size
+    accumulated = (f", {config.accumulate} batches accumulated: {config.batch_size * config.accumulate} "
+                   "images per update" if config.accumulate > 1 else "")
+    items = [
+        ("Length", _length(config)),
+        ("Data", f"random {width}×{height} crops of the training frames (random scale, flip, colour "
+                 f"jitter); validation on whole frames resized to {val_width}×{val_height}"),
+        ("Batch", f"batch {config.batch_size}{accumulated}"),
+        ("Optimizer", f"{OPTIMIZER_NAMES[config.optimizer]}, weight decay {config.weight_decay:g} "
+                      "(on weights, not on biases and norms)"),
+        ("Learning rate", config.describe_schedule()),
+        ("Loss", _loss_words(config)),
+        ("Precision", describe_precision(config.amp, device).removeprefix("precision ")),
+        ("Memory layout", {True: "channels-last",
+                           "auto": "channels-last or not, whichever runs faster in a few steps "
+                                   "timed before training",
+                           False: "the default (channels-first)"}[config.channels_last]),
+        ("Activation checkpointing", "on: activations are recomputed in backward, to save memory"
+         if checkpointing(config) else "off"),
+    ]
+    if "backbone" in model_options(config.model):
+        items.append(("Backbone", _backbone_words(config)))
+    items.append(("Validation", _validation_words(config)))
+    if config.deterministic:
+        items.append(("Determinism", "deterministic kernels, so that a rerun gives the same numbers"))
+    return items
+
+
+def _length(config: TrainConfig) -> str:
+    """``100 epochs``, or a time budget and what the schedule does over it."""
+    if config.time_budget is None:
+        return f"{config.epochs} epochs"
+    budget = f"a time budget of {format_duration(config.time_budget)} of training and validation"
+    if config.scheduler == "linear":
+        return f"{budget}, the learning rate decaying linearly to zero over it"
+    return f"{budget}, the learning-rate schedule spread over it"
+
+
+def _loss_words(config: TrainConfig) -> str:
+    loss = "cross-entropy" if config.loss == "ce" else f"focal loss (γ = {config.gamma:g})"
+    if config.class_weights:
+        loss += (", weighted towards the rare classes that mIoU counts (class weights from the "
+                 "training labels' pixel counts)")
+    return loss + "; void (255) pixels ignored"
+
+
+def _backbone_words(config: TrainConfig) -> str:
+    """Which backbone, whether it starts from ImageNet weights, and the rate it learns at."""
+    options = {**model_options(config.model), **config.model_options}
+    name = BACKBONE_NAMES.get(options["backbone"], options["backbone"])
+    if not options["pretrained_backbone"]:
+        return f"{name}, randomly initialised, learning at the full rate"
+    return (f"{name}, ImageNet-pretrained where the weights are at hand (downloaded or in the "
+            f"torch cache; otherwise random, with a warning), learning at {config.backbone_lr:g} × "
+            f"the rate (lr {config.lr * config.backbone_lr:g}) so as to adjust its features, not "
+            "wreck them")
+
+
+def _validation_words(config: TrainConfig) -> str:
+    every = "every epoch" if config.val_every == 1 else f"every {config.val_every} epochs and after the last"
+    batches = (f" on the first {config.max_val_batches} batches of the split" if config.max_val_batches
+               else "")
+    return f"{every}{batches}: loss, global acc, mean acc and mIoU"
+
+
+def _departures(config: TrainConfig, why: dict[str, str]) -> list[str]:
+    """One line per setting of the original study's recipe that ``config`` changes, with the
+    profile's reason (``why``, keyed by ``length`` or the field) where it gives one."""
+    changed = []
+    if config.time_budget is not None:
+        changed.append(("length", f"a time budget of {format_duration(config.time_budget)} instead "
+                                  f"of {ORIGINAL.epochs} epochs"))
+    elif config.epochs != ORIGINAL.epochs:
+        changed.append(("length", f"{config.epochs} epochs instead of {ORIGINAL.epochs}"))
+    direction = "higher" if config.lr > ORIGINAL.lr else "lower"
+    words = {  # field: how the change reads
+        "batch_size": f"batch {config.batch_size} instead of {ORIGINAL.batch_size}",
+        "lr": f"a {direction} learning rate, {config.lr:g} instead of {ORIGINAL.lr:g}",
+        "optimizer": f"{OPTIMIZER_NAMES[config.optimizer]} instead of {OPTIMIZER_NAMES[ORIGINAL.optimizer]}",
+        "weight_decay": f"weight decay {config.weight_decay:g} instead of {ORIGINAL.weight_decay:g}",
+    }
+    changed += [(name, text) for name, text in words.items()
+                if getattr(config, name) != getattr(ORIGINAL, name)]
+    return [f"{text}: {why[name]}" if name in why else text for name, text in changed]
 
 
 def load_run(course: Course, model: str, seed: int = 0) -> tuple[torch.nn.Module, dict] | None:
@@ -243,6 +392,29 @@ def comparison_table(runs: dict[str, dict]):
         "IoU large classes": group_iou(best_epoch(run)["val_iou"], LARGE_CLASSES),
         "IoU thin classes": group_iou(best_epoch(run)["val_iou"], THIN_CLASSES),
     } for name, run in runs.items()}).T
+
+
+def protocol_table(course: Course, models: dict[str, torch.nn.Module],
+                   runs: dict[str, dict]) -> pd.DataFrame:
+    """Each model scored on ``course.data``'s val split four ways, one pandas table with rows
+    (model, protocol): the training-time proxy every curve shows (labels resized to the validation
+    size), the whole frame scored against full-resolution labels, sliding windows, and sliding
+    windows with flip (``segkit.inference.compare_protocols``).
+
+    The windows (the training crop) tile the frame without overlap: 4 passes over a frame of
+    twice the crop's width and height (the ``cpu`` profile's) instead of the 9 of ``segkit test
+    --mode slide``'s third of overlap, about half the cost.
+
+    ``models`` and ``runs`` as notebook 07 loads them (``load_run``): the trained models and their
+    ``run.json``, whose recorded config says the crop and validation size each was trained with.
+    """
+    import pandas as pd
+
+    configs = {name: TrainConfig.from_dict(runs[name]["config"]) for name in models}
+    tables = {name: compare_protocols(model, configs[name], course.data, device=course.device,
+                                      stride=configs[name].size)
+              for name, model in models.items()}
+    return pd.concat(tables, names=["model", "protocol"])
 
 
 def write_figures(course: Course, out: str | os.PathLike = "pics") -> list[Path]:

@@ -199,8 +199,10 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     averaged or summed over processes, so every process holds the same history.
 
     Returns:
-        The final ``FitState``; ``state.history`` holds one row of metrics per epoch and
-        ``state.stop`` says why training ended early, if it did.
+        The final ``FitState``; ``state.history`` holds one row of metrics per epoch (a validated
+        one also the validation scores and ``val_loss``, the training loss's mean over the
+        validation split: see ``validate``) and ``state.stop`` says why training ended early, if
+        it did.
     """
     if config.channels_last == "auto":
         raise ValueError("channels_last='auto' is settled before fit, by measuring: pass the config "
@@ -247,7 +249,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         if val_loader is not None and ((state.epoch + 1) % config.val_every == 0 or final):
             validating = budget.clock()
             scores = validate(unwrap(model), val_loader, num_classes=num_classes, device=device,
-                              amp=config.amp, max_batches=config.max_val_batches, state=state)
+                              amp=config.amp, max_batches=config.max_val_batches,
+                              criterion=criterion, state=state)
             del scores["confusion"]  # kept by validate for callers; a history row stays small
             if not scores.pop("finite"):
                 state.stop = (f"the model's outputs became non-finite by the end of epoch "
@@ -469,6 +472,7 @@ def _optimizer_step(state: FitState) -> None:
 @torch.inference_mode()
 def validate(model: nn.Module, loader: Iterable, *, num_classes: int, device: torch.device,
              amp: str = "off", max_batches: int | None = None, forward: Forward | None = None,
+             criterion: nn.Module | None = None,
              on_batch: Callable[[int, torch.Tensor], None] | None = None,
              state: FitState | None = None) -> dict[str, Any]:
     """Score ``model`` on ``loader``: pixel_acc, mean_acc, iou (per class), miou, category scores,
@@ -481,11 +485,27 @@ def validate(model: nn.Module, loader: Iterable, *, num_classes: int, device: to
     to write them as files). With ``state`` (during ``fit``), the first batch's first image, mask
     and prediction are kept for pictures (TensorBoard). Also returned: ``seconds``, ``images`` and
     ``finite`` (no NaN or inf logits in any process).
+
+    With ``criterion`` (a loss of ``segkit.losses.build_loss``: ``fit`` passes the one it trains
+    with, class weights included) also ``loss``, its mean over the whole split::
+
+        loss = sum(w[y] * loss_of_pixel) / sum(w[y])
+
+    over every labelled pixel of every batch and every process, ``w[y]`` being the class weight of
+    the pixel's label (1 without weights) and ignored pixels (255) counting in neither sum: the
+    criterion's own mean as if the split were one batch. A mean of batch means would not be: it
+    gives the pixels of a small last batch, or of a batch that is mostly void, more say than the
+    rest. NaN when the labelled pixels weigh nothing (all of classes with weight 0). The loss is
+    of logits, so ``forward`` must be a single pass (flip and multi-scale average probabilities).
     """
+    if criterion is not None and getattr(forward, "passes", 1) > 1:
+        raise ValueError("a validation loss needs logits, and a forward of several passes (flip, "
+                         "scales) averages probabilities: score its loss with a single pass")
     dtype = autocast_dtype(amp, device)
     model.eval()
     matrix = ConfusionMatrix(num_classes, device=device)
     finite = torch.ones((), dtype=torch.bool, device=device)  # no NaN or inf logits so far
+    loss_terms = torch.zeros(2, device=device)  # (weighted loss sum, weight sum), read back once
     started, images_seen = time.perf_counter(), 0
     for index, (images, masks) in enumerate(loader):
         if max_batches is not None and index == max_batches:
@@ -495,6 +515,8 @@ def validate(model: nn.Module, loader: Iterable, *, num_classes: int, device: to
             logits = model(images) if forward is None else forward(model, images, masks.shape[-2:])
             pred = logits.argmax(1)  # (N, H, W)
             finite &= logits.isfinite().all()
+        if criterion is not None:
+            loss_terms += _loss_terms(criterion, logits.float(), masks)
         if on_batch is not None:
             on_batch(images_seen, pred)
         matrix.update(pred, masks)
@@ -507,7 +529,27 @@ def validate(model: nn.Module, loader: Iterable, *, num_classes: int, device: to
                         "(the Cityscapes test split has no public labels; use val)")
     scores = matrix.compute()
     scores["confusion"] = matrix.mat.cpu()
+    if criterion is not None:
+        # means over processes: the number of processes cancels in the ratio of the two sums
+        loss_sum, weight_sum = (distributed.all_reduce_mean(term) for term in loss_terms.tolist())
+        scores["loss"] = loss_sum / weight_sum if weight_sum > 0 else math.nan
     scores["seconds"] = time.perf_counter() - started
     scores["images"] = distributed.all_reduce_sum(images_seen)
     scores["finite"] = distributed.all_reduce_sum(int(not finite)) == 0  # every process's logits
     return scores
+
+
+def _loss_terms(criterion: nn.Module, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(2,): the numerator and the denominator of ``criterion``'s weighted mean over the labelled
+    pixels of one batch, logits (N, C, H, W) and masks (N, H, W), so that batches add up exactly.
+
+    The criterion's mean times the weight sum it divided by is its weighted loss sum.
+    """
+    valid = masks != criterion.ignore_index  # (N, H, W)
+    weight = getattr(criterion, "weight", None)
+    if weight is None:
+        pixel_weights = valid.float()
+    else:  # ignored pixels read class 0 only to keep the lookup in range
+        pixel_weights = torch.where(valid, weight[torch.where(valid, masks, 0)], 0.0)
+    total = pixel_weights.sum()
+    return torch.stack([criterion(logits, masks) * total, total])

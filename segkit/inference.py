@@ -10,6 +10,10 @@ against labels at their own resolution::
     from segkit.inference import Inference, evaluate
     scores = evaluate(model, loader, inference=Inference("slide", window=(512, 256), flip=True))
 
+``compare_protocols`` sets these recipes side by side for one model: the fast proxy that training
+validates with (labels resized) against the whole frame, sliding windows and flip scored on
+labels at their own resolution.
+
 ``predict_files`` runs a model on image files of any size (a notebook's or ``segkit predict``'s);
 ``LabelIdWriter`` writes predictions in the official benchmark format (labelIds PNGs named after
 the frame), which ``segkit test --save-labelids`` uses. This module builds on ``segkit.engine``
@@ -24,26 +28,31 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 from tqdm.auto import tqdm
 
 from segkit import labels, layout
 from segkit.config import TrainConfig
-from segkit.datasets import check_has_labels
+from segkit.datasets import CityscapesSegmentation, check_has_labels
 from segkit.engine import validate
 from segkit.io import DataError, claim_output_dir, write_png
 from segkit.models import model_spec
 from segkit.models.registry import MIN_INPUT_SIDE
 from segkit.pictures import overlay
+from segkit.planner import peak_bytes
 from segkit.runtime import autocast_dtype
-from segkit.transforms import to_model_input
+from segkit.transforms import eval_transforms, to_model_input
+
+if TYPE_CHECKING:  # pandas is imported when a table is made: `segkit predict` starts without it
+    import pandas as pd
 
 MODES = ("whole", "slide")
 TTA = ("flip", "ms")
@@ -265,6 +274,79 @@ def predict(model: nn.Module, images: Tensor, *, batch_size: int = 8,
             logits = model(chunk) if inference is None else inference(model, chunk)
             maps.append(logits.argmax(1).cpu())  # (n, H, W)
     return torch.cat(maps)
+
+
+def frame_peak_bytes(model: nn.Module, image: Tensor, out_size: Sequence[int], inference: Inference,
+                     device: torch.device, amp: str = "off") -> int:
+    """Peak bytes torch allocates to score one normalised frame (3, H, W) at ``out_size`` (h, w)
+    through ``inference`` on ``device``: the CUDA allocator's peak, or on the CPU the profiler's
+    (``segkit.planner.peak_bytes``)."""
+    batch = image[None].to(device)  # (1, 3, H, W)
+    dtype = autocast_dtype(amp, device)
+
+    def score() -> None:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                    enabled=dtype is not None):
+            inference(model.eval(), batch, out_size)
+
+    return peak_bytes(score, device)
+
+
+# --- the official protocol beside the fast proxy -------------------------------------------------
+
+def compare_protocols(model: nn.Module, config: TrainConfig, root: str | os.PathLike, *,
+                      split: str = "val", device: torch.device | str | None = None,
+                      amp: str | None = None, stride: tuple[int, int] | None = None,
+                      batch_size: int = 4, num_workers: int = 0) -> pd.DataFrame:
+    """Score ``model``, trained with ``config``, on ``root``'s ``split`` four ways, side by side.
+
+    Rows (pandas index):
+
+    * ``proxy``: frames and labels resized to the validation size (``config.val_size``, else
+      ``config.size``; labels nearest), scored as ``fit`` validates (but on every frame): fast,
+      and the score every training curve shows.
+    * ``whole``: the frame resized to that size, its class scores enlarged to the labels as stored
+      (``segkit test``'s default): nearly the proxy's predictions, scored against every label
+      pixel. The labels' full resolution is the root's: a copy resized by ``segkit prepare``
+      holds them at its size.
+    * ``slide``: windows of the training crop slid over the full-resolution frame by ``stride``
+      (default: two thirds of the window, as ``segkit test --mode slide``; the window itself
+      tiles the frame without overlap, in half the passes or fewer).
+    * ``slide + flip``: the same, averaged with the mirrored frame.
+
+    Columns: ``mIoU``, ``global acc`` (fractions), ``s/frame`` (reading included),
+    ``peak MB`` (torch's peak to score one frame, ``frame_peak_bytes``), ``labels`` (the label
+    resolution scored, ``WxH``) and ``how`` (the recipe in words). Every row goes through
+    ``evaluate``, in the precision ``amp`` (default ``config.amp``, as ``fit`` validated).
+    """
+    import pandas as pd
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    amp = config.amp if amp is None else amp
+    proxy_size = config.val_size or config.size
+    protocols = {  # name: (the size frames and labels are resized to (None: as stored), recipe)
+        "proxy": (proxy_size, Inference()),
+        "whole": (None, Inference.for_checkpoint(config)),
+        "slide": (None, Inference.for_checkpoint(config, mode="slide", stride=stride)),
+        "slide + flip": (None, Inference.for_checkpoint(config, mode="slide", stride=stride,
+                                                        tta=("flip",))),
+    }
+    rows = {}
+    for name, (size, inference) in protocols.items():
+        dataset = CityscapesSegmentation(root, split, eval_transforms(size=size),
+                                         label_scheme=config.label_scheme)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+        scores = evaluate(model, loader, device=device, amp=amp, inference=inference)
+        image, mask = dataset[0]
+        height, width = mask.shape[-2:]
+        how = (f"frame and labels resized to {_wxh(proxy_size)}, as fit validates" if size
+               else inference.describe())
+        rows[name] = {"mIoU": scores["miou"], "global acc": scores["pixel_acc"],
+                      "s/frame": scores["seconds"] / scores["images"],
+                      "peak MB": frame_peak_bytes(model, image, (height, width), inference, device,
+                                                  amp) / 2**20,
+                      "labels": f"{width}x{height}", "how": how}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 # --- official benchmark format -------------------------------------------------------------------

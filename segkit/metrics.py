@@ -190,34 +190,44 @@ def per_image_iou(pred: Tensor, target: Tensor, num_classes: int = NUM_CLASSES,
 def format_table(result: dict[str, Any], class_names: Sequence[str] = CLASS_NAMES) -> str:
     """A plain-text table of ``ConfusionMatrix.compute()``: one row per class, then summary lines.
 
-    Scores are printed as percentages with one decimal (the precision of a 3-decimal fraction);
-    undefined (NaN) scores print as ``n/a``.
+    Scores are fractions with three decimals (0.667, not 66.7 %), as the epoch lines, the README
+    and the course's tables print them, and the first line says so; undefined (NaN) scores print
+    as ``n/a``. With categories a last line says what category mIoU is.
     """
     if len(class_names) != len(result["iou"]):
         raise ValueError(f"{len(class_names)} class names for {len(result['iou'])} classes")
     width = max(len("category mIoU"), *(len(name) for name in class_names))
-    lines = [f"{'class':<{width}}  {'IoU':>6}  {'acc':>6}"]
+    lines = [FRACTIONS_NOTE, f"{'class':<{width}}  {'IoU':>5}  {'acc':>5}"]
     for name, iou, acc in zip(class_names, result["iou"].tolist(), result["acc"].tolist(),
                               strict=True):
-        lines.append(f"{name:<{width}}  {_percent(iou)}  {_percent(acc)}")
+        lines.append(f"{name:<{width}}  {_fraction(iou)}  {_fraction(acc)}")
     lines.append("")
     summary = [("global acc", "pixel_acc"), ("mean acc", "mean_acc"), ("mIoU", "miou")]
     if result["category_iou"]:
         summary.append(("category mIoU", "category_miou"))
-    lines += [f"{label:<{width}}  {_percent(result[key])}" for label, key in summary]
+    lines += [f"{label:<{width}}  {_fraction(result[key])}" for label, key in summary]
+    if result["category_iou"]:
+        names = list(result["category_iou"])
+        lines.append(f"category mIoU: the mean IoU of the {len(names)} categories ({', '.join(names)}), "
+                     "each pooling the pixels of its classes")
     return "\n".join(lines)
 
 
-def _percent(value: float) -> str:
-    return "   n/a" if math.isnan(value) else f"{100 * value:6.1f}"
+#: The first line of ``format_table``: how to read its numbers.
+FRACTIONS_NOTE = "scores are fractions, 1.000 at best (not percentages); n/a: undefined (class absent)"
+
+
+def _fraction(value: float) -> str:
+    """A score in [0, 1] with three decimals, five characters wide; ``n/a`` for NaN."""
+    return "  n/a" if math.isnan(value) else f"{value:5.3f}"
 
 
 def format_categories(result: dict[str, Any]) -> str:
     """The category IoU of ``ConfusionMatrix.compute()`` as a plain-text table, one row per
-    category ("" without categories)."""
+    category, fractions as in ``format_table`` ("" without categories)."""
     if not result["category_iou"]:
         return ""
     width = max(len("category"), *(len(name) for name in result["category_iou"]))
-    lines = [f"{'category':<{width}}  {'IoU':>6}"]
-    lines += [f"{name:<{width}}  {_percent(iou)}" for name, iou in result["category_iou"].items()]
+    lines = [f"{'category':<{width}}  {'IoU':>5}"]
+    lines += [f"{name:<{width}}  {_fraction(iou)}" for name, iou in result["category_iou"].items()]
     return "\n".join(lines)

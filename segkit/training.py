@@ -17,7 +17,7 @@ from segkit.checkpoints import model_from_checkpoint
 from segkit.config import TrainConfig, describe_profile, get_profile, profile_config, profile_name
 from segkit.datasets import CityscapesSegmentation, check_has_labels, ensure_synthetic
 from segkit.engine import Callback, FitState, fit
-from segkit.inference import Inference, LabelIdWriter, evaluate, write_label_ids
+from segkit.inference import Inference, LabelIdWriter, evaluate, frame_peak_bytes, write_label_ids
 from segkit.io import DataError
 from segkit.loaders import build_loaders
 from segkit.metrics import format_categories, format_table
@@ -214,12 +214,8 @@ def _has_labels(dataset: CityscapesSegmentation, *, refuse: bool) -> bool:
 def _peak_memory(net, dataset: CityscapesSegmentation, inference: Inference,
                  device: torch.device) -> tuple[int, str]:
     """Peak bytes torch allocates to predict the first frame, and how they were measured."""
-    from segkit.planner import peak_bytes
-
     image, mask = dataset[0]
-    batch = image[None].to(device)  # (1, 3, H, W)
-    with torch.inference_mode():
-        peak = peak_bytes(lambda: inference(net, batch, mask.shape[-2:]), device)
+    peak = frame_peak_bytes(net, image, mask.shape[-2:], inference, device)
     how = ("torch.cuda.max_memory_allocated" if device.type == "cuda"
            else f"torch {device.type} allocations, profiled")
     return peak, how

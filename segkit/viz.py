@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 from matplotlib.ticker import MaxNLocator
 
+from segkit.budget import format_duration
 from segkit.labels import (
     CLASS_NAMES,
     CLASSES,
@@ -393,23 +394,37 @@ def _series(rows: Sequence[Mapping[str, Any]], key: str, x: str = "epoch") -> tu
     return [p[0] for p in points], [p[1] for p in points]
 
 
+def _line(ax: Axes, rows: Sequence[Mapping[str, Any]], key: str, x: str, **style: Any) -> bool:
+    """Plot ``key`` of the rows against ``x`` if any row holds it; markers when points are few.
+    Returns whether a line was drawn."""
+    where, values = _series(rows, key, x)
+    if where:
+        ax.plot(where, values, marker="o" if len(where) <= 30 else None, markersize=4, **style)
+    return bool(where)
+
+
 def _plot_history(axes: Sequence[Axes], histories: Mapping[str, Sequence[Mapping[str, Any]]],
                   keys: Sequence[str], x: str = "epoch") -> None:
-    """One line per model and key, ``keys[k]`` on ``axes[k]``; markers when points are few."""
+    """One line per model and key, ``keys[k]`` on ``axes[k]``; beside ``train_loss`` the
+    validation loss, dashed, for the runs that recorded it."""
     colours = _model_colours(list(histories))
     for ax, key in zip(axes, keys, strict=True):
+        validation = False
         for name, rows in histories.items():
-            where, values = _series(rows, key, x)
-            ax.plot(where, values, label=name, color=colours[name],
-                    marker="o" if len(where) <= 30 else None, markersize=4)
+            if not _line(ax, rows, key, x, label=name, color=colours[name]):
+                ax.plot([], [], label=name, color=colours[name])  # in the legend all the same
+            if key == "train_loss":
+                validation |= _line(ax, rows, "val_loss", x, label=f"{name}, validation",
+                                    color=colours[name], linestyle="--")
         ax.set_xlabel(CURVE_AXES[x][0])
-        ax.set_ylabel(_METRIC_LABELS.get(key, key))
+        ax.set_ylabel("loss" if validation else _METRIC_LABELS.get(key, key))
         if x == "epoch":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-_METRIC_LABELS = {"train_loss": "training loss", "val_miou": "validation mIoU",
-                  "val_pixel_acc": "validation global acc", "val_mean_acc": "validation mean acc"}
+_METRIC_LABELS = {"train_loss": "training loss", "val_loss": "validation loss",
+                  "val_miou": "validation mIoU", "val_pixel_acc": "validation global acc",
+                  "val_mean_acc": "validation mean acc"}
 
 
 def training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], *,
@@ -418,7 +433,8 @@ def training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], *,
 
     Args:
         histories: model name -> ``state.history`` (or a checkpoint's ``"history"``).
-        keys: the history columns to plot, one axes each.
+        keys: the history columns to plot, one axes each. Beside ``train_loss`` the validation
+            loss (``val_loss``) is drawn dashed in the model's colour, where the run recorded it.
         x: against what: ``epoch``, ``minutes`` (of training and validation) or ``images`` (seen
             in training). Models that train different numbers of epochs in one time budget
             compare fairly only against minutes or images.
@@ -452,7 +468,7 @@ def predictions_grid(images: Sequence, targets: Sequence, predictions: Mapping[s
         for col, (model, maps) in enumerate(predictions.items(), start=2):
             pred = as_labels(maps[row])
             miou, _ = image_scores(pred, target, num_classes)
-            _show(axes[row, col], colorize(pred, scheme), f"{model} · mIoU {100 * miou:.1f}%")
+            _show(axes[row, col], colorize(pred, scheme), f"{model} · mIoU {miou:.3f}")
             shown.append(pred)
     _class_legend(fig, shown, scheme)
     return fig
@@ -566,7 +582,7 @@ def per_class_iou(ious: Mapping[str, Sequence[float] | torch.Tensor],
     for model, values in ious.items():
         values = [float(v) for v in (values.tolist() if isinstance(values, torch.Tensor) else values)]
         finite = [v for v in values if math.isfinite(v)]
-        legend[model] = f"{model} (mIoU {100 * np.mean(finite):.1f}%)" if finite else model
+        legend[model] = f"{model} (mIoU {np.mean(finite):.3f})" if finite else model
         for name, value in zip(names, values, strict=True):
             if math.isfinite(value):
                 data["class"].append(name)
@@ -587,7 +603,7 @@ def per_class_iou(ious: Mapping[str, Sequence[float] | torch.Tensor],
 
 # --- live training plot -----------------------------------------------------------------------------
 
-def live_figure(figsize: tuple[float, float] = (10, 3.5)) -> Figure:
+def live_figure(figsize: tuple[float, float] = (10, 4)) -> Figure:
     """An empty two-panel figure for ``draw_live``; made without pyplot, so the inline backend does
     not show it again at the end of the cell."""
     fig = Figure(figsize=figsize, layout="constrained")
@@ -595,23 +611,71 @@ def live_figure(figsize: tuple[float, float] = (10, 3.5)) -> Figure:
     return fig
 
 
-def draw_live(fig: Figure, history: Sequence[Mapping[str, Any]], epochs: int | None = None) -> None:
-    """Redraw ``fig`` (from ``live_figure``): training loss left, validation mIoU and global acc
-    right, titled with the epoch reached (of ``epochs``)."""
+def draw_live(fig: Figure, history: Sequence[Mapping[str, Any]], *, epochs: int | None = None,
+              budget: float | None = None) -> None:
+    """Redraw ``fig`` (from ``live_figure``) from a run's history rows: training and validation
+    loss left, validation mIoU and global acc right.
+
+    Both panels run against minutes of training and validation (``row["seconds"]``), with the
+    training images seen (``row["images_seen"]``) on a second axis on top: in a time budget what
+    counts is how far the time went, and epochs hide that. One point per epoch, where it ended; the
+    validation lines have points only for validated epochs, and a run without validation draws
+    none. Titled with the epoch reached, of ``epochs`` if given, and for a time-budget run the time
+    spent of ``budget`` (seconds).
+    """
     loss_ax, score_ax = fig.axes
-    for ax in (loss_ax, score_ax):
-        ax.clear()
-    _plot_history([loss_ax], {"training loss": history}, ["train_loss"])
-    for key, colour in (("val_miou", "C1"), ("val_pixel_acc", "C2")):
-        points, values = _series(history, key)
-        score_ax.plot(points, values, marker="o", markersize=4, color=colour,
-                      label=_METRIC_LABELS[key].removeprefix("validation "))
-    score_ax.set(xlabel="epoch", ylabel="validation", ylim=(0, 1))
-    score_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if any(len(line.get_xdata()) for line in score_ax.lines):
-        score_ax.legend(fontsize="small", loc="lower right")
-    epoch = history[-1]["epoch"] if history else 0
-    fig.suptitle(f"epoch {epoch}" + (f"/{epochs}" if epochs else ""), fontsize="medium")
+    panels = {loss_ax: (("train_loss", "training", "C0"), ("val_loss", "validation", "C1")),
+              score_ax: (("val_miou", "mIoU", "C2"), ("val_pixel_acc", "global acc", "C4"))}
+    for ax, lines in panels.items():
+        ax.clear()  # also removes the images axis of the last drawing
+        drawn = [_line(ax, history, key, "minutes", label=label, color=colour)
+                 for key, label, colour in lines]
+        ax.set_xlabel(CURVE_AXES["minutes"][0])
+        _images_axis(ax, history)
+        if any(drawn):
+            ax.legend(fontsize="small")
+    loss_ax.set_ylabel("loss")
+    score_ax.set(ylabel="validation", ylim=(0, 1))
+    fig.suptitle(_live_title(history, epochs, budget), fontsize="medium")
+
+
+def _images_axis(ax: Axes, history: Sequence[Mapping[str, Any]]) -> None:
+    """A second x-axis on top of ``ax`` (minutes): training images seen, through the rows' points
+    (minutes, images) from (0, 0); none before a row has both."""
+    points = [(0.0, 0)]
+    for row in history:
+        if "seconds" in row and "images_seen" in row:
+            minutes, images = row["seconds"] / 60, row["images_seen"]
+            if minutes > points[-1][0] and images > points[-1][1]:  # np.interp needs increasing points
+                points.append((minutes, images))
+    if len(points) < 2:
+        return
+    minutes, images = (np.array(values, dtype=np.float64) for values in zip(*points, strict=True))
+    top = ax.secondary_xaxis("top", functions=(_through(minutes, images), _through(images, minutes)))
+    top.set_xlabel(CURVE_AXES["images"][0])
+
+
+def _through(xs: np.ndarray, ys: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The broken line through the points (xs, ys), both increasing (K,), continued beyond the
+    ends along the end segments: a secondary axis needs a mapping that inverts exactly over the
+    whole view, margins included, where ``np.interp`` alone would stay flat."""
+
+    def line(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        before = ys[0] + (x - xs[0]) * (ys[1] - ys[0]) / (xs[1] - xs[0])
+        after = ys[-1] + (x - xs[-1]) * (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+        return np.where(x < xs[0], before, np.where(x > xs[-1], after, np.interp(x, xs, ys)))
+
+    return line
+
+
+def _live_title(history: Sequence[Mapping[str, Any]], epochs: int | None, budget: float | None) -> str:
+    """``"epoch 3/10"``, or ``"epoch 3 · 2.5 min of the 3.5 min budget"``."""
+    last = history[-1] if history else {}
+    title = f"epoch {last.get('epoch', 0)}" + (f"/{epochs}" if epochs else "")
+    if budget is not None:
+        title += f" · {format_duration(last.get('seconds', 0.0))} of the {format_duration(budget)} budget"
+    return title
 
 
 # --- architecture diagrams ----------------------------------------------------------------------------

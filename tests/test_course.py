@@ -4,12 +4,14 @@ import math
 import warnings
 
 import pytest
+import torch
 
 from segkit import course
 from segkit.budget import format_duration
-from segkit.config import profile_config
+from segkit.config import PROFILES, TrainConfig, get_profile, profile_config
 from segkit.course import LARGE_CLASSES, THIN_CLASSES, comparison_table, group_iou
 from segkit.labels import CLASS_NAMES
+from segkit.runtime import describe_precision
 
 
 def _ious(**values: float | None) -> list[float | None]:
@@ -58,20 +60,86 @@ def test_a_best_model_is_named_only_beyond_the_seed_spread(runs, winner, words) 
     assert named == winner and words in why
 
 
-@pytest.mark.parametrize("profile", ["ci", "cpu", "laptop", "gpu"])
-def test_the_recipe_line_names_the_profiles_settings(profile) -> None:
+@pytest.mark.parametrize(("profile", "schedule"), [
+    ("ci", "adam, constant lr 0.001,"),
+    ("cpu", "adam, lr 0.002 decaying linearly to 0 after 20 warm-up steps,"),
+    ("laptop", "adam, lr 0.001 decaying to 0 by poly (power 0.9) after 100 warm-up steps,"),
+    ("gpu", "adam, lr 0.001 decaying to 0 by poly (power 0.9) after 100 warm-up steps,"),
+])
+def test_the_recipe_line_names_the_profiles_settings(profile, schedule) -> None:
     config = profile_config("unet", profile)
     width, height = config.size
     length = (f"{config.epochs} epochs" if config.time_budget is None
               else f"a {format_duration(config.time_budget)} budget")
     line = config.summary()
     assert line.startswith(f"{length} of {width}x{height} crops, batch {config.batch_size},")
-    assert f"lr {config.lr:g} ({config.scheduler}" in line
+    assert schedule in line
+    assert f"weight decay {config.weight_decay:g}, " in line
     assert ("class-weighted" in line) == config.class_weights
     layout = {True: "channels_last", "auto": "channels_last auto"}.get(config.channels_last)
     assert layout in line if layout else "channels_last" not in line
     processes = f"batch {config.batch_size} per process x 2 processes = {2 * config.batch_size}"
     assert processes in config.summary(processes=2)
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"scheduler": "cosine", "lr": 0.01}, "lr 0.01 decaying to 0 by cosine"),
+    ({"scheduler": "step", "step_gamma": 0.5, "step_epochs": 10},
+     "lr 0.001 decaying by step (x0.5 every 10 epochs)"),
+    ({"scheduler": "none", "warmup_iters": 5}, "constant lr 0.001 after 5 warm-up steps"),
+])
+def test_every_schedule_reads_as_words(changes, words) -> None:
+    assert TrainConfig(**changes).describe_schedule() == words
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+@pytest.mark.parametrize("model", ["my_fcn", "unet", "deeplabv3plus"])
+def test_the_recipe_in_words_is_the_one_the_profile_runs(profile, model, tmp_path) -> None:
+    cpu = torch.device("cpu")
+    learner = course.Course(get_profile(profile), tmp_path, cpu)
+    config = learner.config(model)
+    text = course.recipe(learner, model)
+    width, height = config.size
+    assert f"`{model}` in profile `{profile}`" in text
+    assert f"batch {config.batch_size}" in text and f"{width}×{height} crops" in text
+    assert f"- **Learning rate**: {config.describe_schedule()}\n" in text
+    length = (f"{config.epochs} epochs" if config.time_budget is None
+              else f"a time budget of {format_duration(config.time_budget)}")
+    assert f"- **Length**: {length}" in text
+    assert describe_precision(config.amp, cpu).removeprefix("precision ") in text
+    # departures from the original study, each with its reason, only where the values differ
+    assert ("a higher learning rate, 0.002 instead of 0.001: " in text) == (config.lr == 2e-3)
+    assert "lower learning rate" not in text and "learning rate, 0.001 instead" not in text
+    assert (f"batch {config.batch_size} instead of 8: " in text) == (config.batch_size != 8)
+    departures = text.partition("**Where it departs")[2].splitlines()[2:]
+    assert departures and all(": " in line and not line.endswith(":") for line in departures)
+    backbone = f"learning at {config.backbone_lr:g} × the rate (lr {config.lr * config.backbone_lr:g})"
+    assert (backbone in text) == (model == "deeplabv3plus")
+
+
+def test_deeplab_in_the_cpu_profile_keeps_the_original_rate(tmp_path) -> None:
+    text = course.recipe(course.Course(get_profile("cpu"), tmp_path, torch.device("cpu")), "deeplabv3plus")
+    assert "lr 0.001 decaying linearly to 0 after 20 warm-up steps" in text
+    assert "higher" not in text and "MobileNetV3-Large, ImageNet-pretrained" in text
+
+
+def test_the_protocol_table_scores_each_model_with_its_recorded_config(monkeypatch, tmp_path) -> None:
+    import pandas as pd
+
+    asked = []
+
+    def compare(model, config, root, *, device, stride):
+        asked.append((model, config.size, config.val_size, root, device, stride))
+        return pd.DataFrame({"mIoU": [0.5, 0.4]}, index=["proxy", "whole"])
+
+    monkeypatch.setattr(course, "compare_protocols", compare)
+    monkeypatch.setattr(course.Course, "data", tmp_path / "data")
+    learner = course.Course(get_profile("ci"), tmp_path, torch.device("cpu"))
+    record = {"config": {"model": "unet", "size": [64, 32], "val_size": [128, 64]}}  # as JSON keeps it
+    table = course.protocol_table(learner, {"unet": "net"}, {"unet": record})
+    # windows of the training crop, tiling the frame
+    assert asked == [("net", (64, 32), (128, 64), tmp_path / "data", torch.device("cpu"), (64, 32))]
+    assert table.loc[("unet", "whole"), "mIoU"] == 0.4 and table.index.names == ["model", "protocol"]
 
 
 @pytest.fixture

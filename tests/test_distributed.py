@@ -107,7 +107,7 @@ def _process(rank, port, root, folder):
 
 def _close(a, b):
     assert [row["epoch"] for row in a[0]] == [row["epoch"] for row in b[0]]
-    for key in ("train_loss", "val_pixel_acc", "val_miou", "val_images"):
+    for key in ("train_loss", "val_loss", "val_pixel_acc", "val_miou", "val_images"):
         assert [row[key] for row in a[0]] == pytest.approx([row[key] for row in b[0]], rel=1e-4), key
     torch.testing.assert_close(a[1], b[1], rtol=1e-4, atol=1e-6)
 

@@ -7,7 +7,7 @@ import signal
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision import tv_tensors
 
 from segkit import checkpoints, engine, runtime
@@ -19,7 +19,7 @@ from segkit.engine import Callback, fit
 from segkit.inference import evaluate
 from segkit.io import DataError
 from segkit.labels import label_histogram
-from segkit.losses import class_weights_from_histogram
+from segkit.losses import build_loss, class_weights_from_histogram
 from segkit.models import build_model
 from segkit.transforms import eval_transforms, train_transforms
 
@@ -637,6 +637,7 @@ def test_val_every_and_max_iters():
                                                             batch_size=2), [batches])
     assert batches.per_epoch == [3, 3, 3, 3, 0] and state.step == 4 * 3
     assert ["val_miou" in row for row in state.history] == [False, True, False, True]
+    assert ["val_loss" in row for row in state.history] == [False, True, False, True]
 
 
 def test_the_last_epoch_is_validated_whatever_val_every_says():
@@ -644,3 +645,76 @@ def test_the_last_epoch_is_validated_whatever_val_every_says():
     state = fit(TinyNet(), train_loader, val_loader, config(epochs=3, val_every=2, max_iters=1,
                                                             batch_size=2))
     assert ["val_miou" in row for row in state.history] == [False, True, True]
+
+
+# --- the validation loss --------------------------------------------------------------------------
+
+def _two_class_logits():
+    """Four 1x2 frames whose logits give p(class 0) = 3/4 at every pixel, and their labels.
+
+    Labelled pixels: class 0 three times (frames 0 and 2), class 1 three times (frames 1 and 3).
+    """
+    logits = torch.tensor([math.log(3), 0.0])[None, :, None, None].expand(4, 2, 1, 2).clone()
+    masks = torch.tensor([[[0, 0]], [[1, 255]], [[0, 255]], [[1, 1]]])  # (4, 1, 2)
+    return logits, masks
+
+
+@pytest.mark.parametrize(("loss", "of_class_0", "of_class_1"), [
+    ("ce", math.log(4 / 3), math.log(4)),  # -log p
+    ("focal", (1 / 4) ** 2 * math.log(4 / 3), (3 / 4) ** 2 * math.log(4)),  # -(1 - p)^2 log p
+])
+def test_the_validation_loss_is_the_weighted_mean_over_every_labelled_pixel(loss, of_class_0, of_class_1):
+    logits, masks = _two_class_logits()
+    criterion = build_loss(loss, gamma=2.0, class_weights=torch.tensor([1.0, 2.0]))
+    # batches of 3 frames and 1: the logits are the "images" of a model that passes them through
+    loader = DataLoader(TensorDataset(logits, masks), batch_size=3)
+    scores = engine.validate(nn.Identity(), loader, num_classes=2, device=torch.device("cpu"),
+                             criterion=criterion)
+    # class 0: three pixels of weight 1; class 1: three pixels of weight 2
+    assert scores["loss"] == pytest.approx((3 * of_class_0 + 6 * of_class_1) / (3 + 6))
+    first = (3 * of_class_0 + 2 * of_class_1) / 5  # frames 0-2: class 0 three times, class 1 once
+    assert scores["loss"] != pytest.approx((first + of_class_1) / 2)  # not a mean of batch means
+    no_loss = engine.validate(nn.Identity(), loader, num_classes=2, device=torch.device("cpu"))
+    assert "loss" not in no_loss
+
+
+def test_the_validation_loss_needs_the_logits_of_one_pass():
+    from segkit.inference import Inference
+
+    logits, masks = _two_class_logits()
+    with pytest.raises(ValueError, match="single pass"):
+        engine.validate(nn.Identity(), DataLoader(TensorDataset(logits, masks)), num_classes=2,
+                        device=torch.device("cpu"), criterion=build_loss("ce"),
+                        forward=Inference(flip=True))
+
+
+def test_the_history_gains_the_training_loss_over_the_validation_split():
+    train_loader, _ = loaders()
+    val = BlockScenes(count=4, transforms=eval_transforms(), seed=1)
+    state = fit(TinyNet(), train_loader, DataLoader(val, batch_size=3),
+                config(epochs=1, class_weights=True))
+    images, masks = zip(*(val[i] for i in range(len(val))), strict=True)
+    weights = engine.dataset_class_weights(train_loader.dataset, 19)
+    with torch.inference_mode():
+        logits = state.model.eval()(torch.stack(images))
+    expected = nn.functional.cross_entropy(logits, torch.stack(masks), weight=weights, ignore_index=255)
+    assert state.history[-1]["val_loss"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_the_epoch_line_and_tensorboard_show_the_validation_loss(capsys):
+    from types import SimpleNamespace
+
+    from segkit.callbacks import PrintMetrics, TensorBoardLogger
+
+    row = {"epoch": 2, "train_loss": 0.9, "lr": 1e-3, "train_seconds": 3.0, "val_loss": 1.25,
+           "val_pixel_acc": 0.75, "val_mean_acc": 0.5, "val_miou": 0.25}
+    state = SimpleNamespace(last=row, history=[row], epoch=2, plan=None, step=8, val_example=None,
+                            config=SimpleNamespace(epochs=4))
+    PrintMetrics().on_epoch_end(state)
+    assert "val: loss 1.2500  global acc 0.750  mean acc 0.500  mIoU 0.250" in capsys.readouterr().out
+    logged = {}
+    logger = TensorBoardLogger("unused")
+    logger.writer = SimpleNamespace(add_scalar=lambda tag, value, step: logged.update({tag: (value, step)}),
+                                    flush=lambda: None)
+    logger.on_epoch_end(state)
+    assert logged["val/loss"] == (1.25, 2) and logged["train/loss"] == (0.9, 2)

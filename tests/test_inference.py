@@ -10,6 +10,7 @@ from segkit.inference import (
     Inference,
     LabelIdWriter,
     _starts,
+    compare_protocols,
     evaluate,
     predict,
     predict_files,
@@ -192,3 +193,36 @@ def test_16_bit_greyscale_is_scaled_not_clipped(tmp_path):
     rgb = read_image(tmp_path / "deep.png")
     assert rgb.shape == (16, 16, 3) and rgb.dtype == np.uint8
     assert (rgb[..., 0] == np.arange(256).reshape(16, 16)).all()
+
+
+def test_protocols_side_by_side_score_the_labels_each_names(tiny_checkpoint, prepared_root):
+    from segkit.checkpoints import model_from_checkpoint
+    from segkit.config import TrainConfig
+    from segkit.datasets import CityscapesSegmentation
+    from segkit.metrics import ConfusionMatrix
+    from segkit.transforms import eval_transforms
+
+    net, saved = model_from_checkpoint(tiny_checkpoint)
+    # validated at 128x64; windows of 128x64 crops tiling the frame: 4 a frame, not the 36 of
+    # its 64x32 crops with a third of overlap
+    config = TrainConfig.from_dict(saved["config"]).replace(size=(128, 64))
+    table = compare_protocols(net, config, prepared_root, amp="off", stride=(128, 64))
+    assert list(table.index) == ["proxy", "whole", "slide", "slide + flip"]
+    assert list(table["labels"]) == ["128x64", "256x128", "256x128", "256x128"]  # frames are 256x128
+    assert table.loc["slide + flip", "how"] == ("slide 128x64 windows, stride 128x64 at full "
+                                                "resolution, flip")
+    # "whole" by hand: each frame shrunk to 128x64, its logits enlarged to the 256x128 labels
+    matrix = ConfusionMatrix()
+    with torch.inference_mode():
+        for image, mask in CityscapesSegmentation(prepared_root, "val", eval_transforms()):
+            small = nn.functional.interpolate(image[None], size=(64, 128), mode="bilinear", antialias=True)
+            logits = nn.functional.interpolate(net.eval()(small), size=tuple(mask.shape), mode="bilinear")
+            matrix.update(logits.argmax(1)[0], mask)
+    by_hand = matrix.compute()
+    assert table.loc["whole", "mIoU"] == pytest.approx(by_hand["miou"])
+    assert table.loc["whole", "global acc"] == pytest.approx(by_hand["pixel_acc"])
+    # the proxy scores labels shrunk to 128x64: other pixels, other numbers, and less memory than
+    # the full-size class scores take
+    assert table.loc["proxy", "global acc"] != pytest.approx(table.loc["whole", "global acc"])
+    assert table.loc["proxy", "peak MB"] < table.loc["whole", "peak MB"]
+    assert (table["s/frame"] > 0).all()

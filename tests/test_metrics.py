@@ -7,7 +7,14 @@ import torch
 
 from segkit.bench import bench_confusion, one_hot_confusion_reference
 from segkit.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
-from segkit.metrics import ConfusionMatrix, format_table, per_image_iou, tp_fp_fn
+from segkit.metrics import (
+    FRACTIONS_NOTE,
+    ConfusionMatrix,
+    format_categories,
+    format_table,
+    per_image_iou,
+    tp_fp_fn,
+)
 
 # 5 classes: class 3 is only predicted (IoU 0), class 4 appears nowhere (IoU NaN).
 # The last pixel is ignored, so its prediction (3) must not count.
@@ -190,15 +197,29 @@ def test_per_image_iou():
     assert per_image_iou(logits, TARGET, num_classes=5) == pytest.approx(1 / 3)
 
 
-def test_format_table_rounds_and_marks_undefined():
+def test_format_table_prints_fractions_and_marks_undefined():
     table = format_table(hand_case().compute(), ("r", "s", "t", "u", "v"))
     rows = table.splitlines()
-    assert rows[1].split() == ["r", "66.7", "66.7"]
-    assert rows[4].split() == ["u", "0.0", "n/a"]
-    assert rows[5].split() == ["v", "n/a", "n/a"]
-    assert "global acc" in table and "57.1" in table and "mIoU" in table and "33.3" in table
+    assert rows[0] == FRACTIONS_NOTE and rows[1].split() == ["class", "IoU", "acc"]
+    assert rows[2].split() == ["r", "0.667", "0.667"]
+    assert rows[5].split() == ["u", "0.000", "n/a"]
+    assert rows[6].split() == ["v", "n/a", "n/a"]
+    summary = dict(row.rsplit(maxsplit=1) for row in rows[8:12])
+    assert summary == {"global acc": "0.571", "mean acc": "0.556", "mIoU": "0.333",
+                       "category mIoU": "0.733"}
+    assert rows[12] == ("category mIoU: the mean IoU of the 3 categories (a, b, c), each pooling "
+                        "the pixels of its classes")
     with pytest.raises(ValueError):
         format_table(hand_case().compute(), CLASS_NAMES)
+
+
+def test_format_table_explains_the_cityscapes_categories():
+    confmat = ConfusionMatrix()
+    confmat.update(torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long))
+    note = format_table(confmat.compute()).splitlines()[-1]
+    assert note.startswith("category mIoU: the mean IoU of the 7 categories (flat, construction, "
+                           "object, nature, sky, human, vehicle)")
+    assert format_categories(confmat.compute()).splitlines()[1].split() == ["flat", "1.000"]
 
 
 def test_bench_confusion_reports_measured_figures():

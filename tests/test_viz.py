@@ -170,6 +170,26 @@ def test_training_curves_against_minutes_and_images_seen():
     assert list(images.axes[0].lines[0].get_xdata()) == [8, 16, 24, 32]
 
 
+def timed(rows, seconds=(40.0, 90.0, 130.0, 200.0), images=(8, 16, 24, 32)):
+    """History rows with the time (seconds of training and validation) and images seen of each
+    epoch, and a validation loss where the epoch was validated."""
+    return [{**row, "seconds": s, "images_seen": n, **({"val_loss": 2 * row["train_loss"]}
+                                                        if "val_miou" in row else {})}
+            for row, s, n in zip(rows, seconds, images, strict=False)]
+
+
+def test_training_curves_draw_the_validation_loss_dashed_where_it_was_recorded():
+    rows = timed(history(0, skip_val={2}))
+    fig = viz.training_curves({"unet": rows, "old": history(1)})
+    loss_ax = fig.axes[0]
+    assert [line.get_label() for line in loss_ax.lines] == ["unet", "unet, validation", "old"]
+    dashed = loss_ax.lines[1]
+    assert dashed.get_linestyle() == "--" and list(dashed.get_xdata()) == [1, 3, 4]
+    assert list(dashed.get_ydata()) == pytest.approx([2, 2 / 3, 2 / 4])
+    assert loss_ax.get_ylabel() == "loss"
+    assert viz.training_curves({"old": history(1)}).axes[0].get_ylabel() == "training loss"
+
+
 def test_confusion_matrix_rows_normalised():
     mat = torch.tensor([[8, 2, 0], [1, 1, 2], [0, 0, 0]])
     values = viz.normalize_confusion(mat)
@@ -187,8 +207,8 @@ def test_per_class_iou_grouped_bars_skip_nan():
     fig = viz.per_class_iou(ious)
     ax = fig.axes[0]
     assert [len(bars) for bars in ax.containers] == [19, 18]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["unet (mIoU 50.0%)",
-                                                                  "deeplab (mIoU 70.0%)"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["unet (mIoU 0.500)",
+                                                                  "deeplab (mIoU 0.700)"]
 
 
 def test_predictions_grid_panels_and_scores():
@@ -198,8 +218,8 @@ def test_predictions_grid_panels_and_scores():
                                {"perfect": [target, target2], "zeros": [wrong, wrong]}, names=["a", "b"])
     assert len(fig.axes) == 8
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles[:4] == ["a", "ground truth", "perfect · mIoU 100.0%", titles[3]]
-    assert titles[3].startswith("zeros · mIoU") and titles[3] != "zeros · mIoU 100.0%"
+    assert titles[:4] == ["a", "ground truth", "perfect · mIoU 1.000", titles[3]]
+    assert titles[3].startswith("zeros · mIoU") and titles[3] != "zeros · mIoU 1.000"
 
 
 def test_set_style_sets_dpi_and_nearest():
@@ -210,17 +230,18 @@ def test_set_style_sets_dpi_and_nearest():
 
 # --- live plot -------------------------------------------------------------------------------------
 
-def fake_state(rows):
-    return SimpleNamespace(history=rows, epoch=len(rows), config=SimpleNamespace(epochs=5))
+def fake_state(rows, budget=None):
+    return SimpleNamespace(history=rows, epoch=len(rows), config=SimpleNamespace(epochs=5),
+                           plan=None if budget is None else SimpleNamespace(budget=budget))
 
 
 def test_live_plot_outside_ipython_draws_quietly(capsys):
     live = callbacks.LivePlot()
-    rows = history(0)
+    rows = timed(history(0))
     for epoch in range(1, 4):
         live.on_epoch_end(fake_state(rows[:epoch]))
     loss_ax, score_ax = live.fig.axes
-    assert list(loss_ax.lines[0].get_xdata()) == [1, 2, 3]
+    assert list(loss_ax.lines[0].get_xdata()) == pytest.approx([40 / 60, 90 / 60, 130 / 60])
     assert len(score_ax.lines) == 2 and list(score_ax.lines[0].get_ydata()) == pytest.approx([0.1, 0.2, 0.3])
     assert live.fig._suptitle.get_text() == "epoch 3/5"
     assert live.handle is None
@@ -245,7 +266,7 @@ def test_live_plot_updates_one_display_in_a_notebook(monkeypatch):
     monkeypatch.setattr(callbacks, "_in_notebook", lambda: True)
     monkeypatch.setattr(IPython.display, "display", display)
     live = callbacks.LivePlot()
-    rows = history(0)
+    rows = timed(history(0))
     live.on_epoch_end(fake_state(rows[:1]))
     live.on_epoch_end(fake_state(rows[:2]))
     assert [c[0] for c in calls] == ["display", "update"] and calls[0][2] is True
@@ -302,3 +323,39 @@ def test_dilation_figure_reads_the_models_aspp_rates() -> None:
     assert viz.aspp_rates(net) == [12, 24, 36]
     fig = viz.dilation_figure(net, grid=81)
     assert "rates 12, 24, 36" in fig.axes[-1].get_title()
+
+
+def test_live_plot_runs_against_minutes_with_images_seen_on_top():
+    rows = timed(history(0, skip_val={2}))
+    live = callbacks.LivePlot()
+    live.on_epoch_end(fake_state(rows, budget=210.0))
+    loss_ax, score_ax = live.fig.axes
+    minutes = [40 / 60, 90 / 60, 130 / 60, 200 / 60]
+    training, validation = loss_ax.lines
+    assert (training.get_label(), validation.get_label()) == ("training", "validation")
+    assert list(training.get_xdata()) == pytest.approx(minutes)
+    assert list(training.get_ydata()) == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4])
+    validated = [minutes[0], minutes[2], minutes[3]]
+    assert list(validation.get_xdata()) == pytest.approx(validated)
+    assert list(validation.get_ydata()) == pytest.approx([2, 2 / 3, 2 / 4])
+    miou, accuracy = score_ax.lines
+    assert list(miou.get_xdata()) == pytest.approx(validated)
+    assert list(miou.get_ydata()) == pytest.approx([0.1, 0.3, 0.4])
+    assert list(accuracy.get_ydata()) == pytest.approx([0.5] * 3)
+    for ax in (loss_ax, score_ax):
+        (top,) = ax.child_axes
+        assert top.get_xlabel() == "training images seen"
+        to_images = top.xaxis.get_transform().inverted()  # the axis's scale maps images to minutes
+        # the epochs' points, half-way between two of them, and beyond the last one
+        assert to_images.transform([0.0, *minutes, 65 / 60, 4.0]) == pytest.approx(
+            [0, 8, 16, 24, 32, 12, 32 + 8 * (240 - 200) / 70])
+    assert live.fig._suptitle.get_text() == "epoch 4 · 3.3 min of the 3.5 min budget"
+
+
+def test_live_plot_of_a_run_without_validation_draws_no_validation_line():
+    rows = timed(history(0, skip_val={1, 2, 3, 4}))
+    live = callbacks.LivePlot()
+    live.on_epoch_end(fake_state(rows))
+    loss_ax, score_ax = live.fig.axes
+    assert [line.get_label() for line in loss_ax.lines] == ["training"]
+    assert len(score_ax.lines) == 0 and score_ax.get_legend() is None
