@@ -8,5 +8,8 @@ def pytest_configure(config):
     os.environ.setdefault("SEGKIT_PROFILE", "ci")
     if "SEGKIT_HOME" not in os.environ:
         os.environ["SEGKIT_HOME"] = tempfile.mkdtemp(prefix="segkit-notebooks-")
-    # the memory planner's calibrations go to a throwaway cache, not the user's ~/.cache
-    os.environ.setdefault("XDG_CACHE_HOME", os.path.join(os.environ["SEGKIT_HOME"], "cache"))
+    # The memory planner's calibrations go to a throwaway cache, not the user's; torch keeps
+    # looking for downloaded weights where it did (its default follows XDG_CACHE_HOME).
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
+    os.environ.setdefault("TORCH_HOME", os.path.join(cache, "torch"))
+    os.environ["XDG_CACHE_HOME"] = os.path.join(os.environ["SEGKIT_HOME"], "cache")

@@ -391,7 +391,7 @@ def comparison_table(runs: dict[str, dict]):
         "mIoU": best_epoch(run)["val_miou"],
         "IoU large classes": group_iou(best_epoch(run)["val_iou"], LARGE_CLASSES),
         "IoU thin classes": group_iou(best_epoch(run)["val_iou"], THIN_CLASSES),
-    } for name, run in runs.items()}).T
+    } for name, run in runs.items()}).T.infer_objects()  # numeric columns, so that .round() works
 
 
 def protocol_table(course: Course, models: dict[str, torch.nn.Module],

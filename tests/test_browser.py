@@ -3,8 +3,9 @@
 nbval proves that the notebook cells run; it cannot see what JupyterLab makes of their outputs. Here a
 throwaway JupyterLab server (loopback, a token, isolated Jupyter folders, the ``ci`` profile) serves
 copies of the course notebooks, headless Chromium driven by Playwright runs notebooks 03 and 04 from the
-Run menu, and the test uses their widgets with keyboard and mouse: the augmentation explorer of 03 and
-the mask browser of 04. Screenshots of every step go to a temporary folder named in failure messages.
+Run menu, and the test uses their widgets with keyboard and mouse: the augmentation explorer of 03, and
+the mask browser, the IoU painter and the clickable confusion matrix of 04. Screenshots of every step
+go to a temporary folder named in failure messages.
 
 Needs Debian's ``chromium`` (``/usr/bin/chromium``, or ``$SEGKIT_CHROMIUM``) and the ``playwright``
 package (``pip install -e ".[test]"``; its browser download, ``playwright install``, is not used).
@@ -29,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -36,7 +38,7 @@ pytestmark = pytest.mark.browser
 NOTEBOOKS = ("04_my_fcn.ipynb", "03_augmentation.ipynb")  # the longer one starts first
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-RUN_TIMEOUT_S = 240  # a whole notebook on a busy 2-core machine
+RUN_TIMEOUT_S = 420  # a whole notebook on a busy 2-core machine (04 trains and sweeps rates)
 REACT_TIMEOUT_MS = 20_000  # one widget round trip through the kernel
 DIGEST_JS = """async img => {
     const bytes = await (await fetch(img.src)).arrayBuffer();
@@ -115,7 +117,10 @@ def lab_server(request, tmp_path_factory):
     root.mkdir()
     for notebook in (request.config.rootpath / "notebooks").glob("*.ipynb"):
         shutil.copy(notebook, root)
-    env = {**os.environ, **isolated_jupyter(base), "SEGKIT_PROFILE": "ci", "SEGKIT_HOME": str(base / "home")}
+    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
+    env = {**os.environ, **isolated_jupyter(base), "SEGKIT_PROFILE": "ci", "SEGKIT_HOME": str(base / "home"),
+           "XDG_CACHE_HOME": str(base / "cache"), "TORCH_HOME": torch_home}
     port, token, log = free_port(), secrets.token_hex(16), base / "server.log"
     with log.open("w") as out:
         server = subprocess.Popen(
@@ -372,6 +377,64 @@ def test_mask_browser_reacts(lab):
         after = picture.changed()
         assert after.width == picture.width, "the picture changed size"
     assert not lab.errors, f"errors in the page: {lab.errors}\nscreenshots: {lab.shots}"
+
+
+def test_iou_painter_repaints_and_recounts(lab):
+    from playwright.sync_api import expect
+
+    from segkit.labs.iou import EXAMPLE_GT, EXAMPLE_PRED, parse_map, score_maps
+
+    name = NOTEBOOKS[0]
+    lab.finish(name)
+    gt, pred = parse_map(EXAMPLE_GT), parse_map(EXAMPLE_PRED)
+    row, col = next((r, c) for r, c in zip(*np.nonzero((gt == pred) & (gt == labels_of("car"))), strict=True))
+    before = score_maps(gt, pred)["classes"]["car"]
+    pred[row, col] = labels_of("sky")
+    after = score_maps(gt, pred)["classes"]["car"]
+    with lab.step("04: the IoU painter shows two grids, the brush, the counts and the goal"):
+        output = lab.output(name, 'IoUPainter(goal="accurate but useless")')
+        painter = output.locator(".segkit-iou-painter")
+        expect(painter).to_be_visible()
+        expect(painter.locator(".segkit-iou-cell")).to_have_count(2 * gt.size)
+        car = painter.locator(".segkit-iou-readout tr", has_text="car").first
+        expect(car.locator("td").nth(1)).to_have_text(str(before["tp"]))
+        expect(painter.locator(".segkit-iou-goal")).to_contain_text("✗")
+    with lab.step("04: a sky brush on a right car cell of the prediction moves it from TP to FN"):
+        painter.locator(".segkit-iou-brush").get_by_role("button", name="sky", exact=True).click()
+        painter.locator(f".segkit-iou-pred-{row}-{col}").click()
+        expect(car.locator("td").nth(1)).to_have_text(str(after["tp"]), timeout=REACT_TIMEOUT_MS)
+        expect(car.locator("td").nth(3)).to_have_text(str(after["fn"]))
+    assert not lab.errors, f"errors in the page: {lab.errors}\nscreenshots: {lab.shots}"
+
+
+def test_confusion_matrix_cells_answer_a_click(lab):
+    from playwright.sync_api import expect
+
+    name = NOTEBOOKS[0]
+    lab.finish(name)
+    road = labels_of("road")
+    with lab.step("04: the confusion explorer shows its cells, a caption and its picture"):
+        output = lab.output(name, "ConfusionExplorer.from_model")
+        explorer = output.locator(".segkit-confusion-explorer")
+        expect(explorer).to_be_visible()
+        assert explorer.locator(".segkit-confusion-cell").count() >= 4, "fewer cells than two classes give"
+        caption = explorer.locator(".segkit-confusion-caption")
+        expect(caption).to_contain_text("true ")
+        picture = Picture(explorer.locator("img.widget-image"))
+    with lab.step("04: a click on road's diagonal cell shows its true positives"):
+        cell = explorer.locator(f".segkit-confusion-cell-{road}-{road}")
+        cell.click()
+        expect(cell).to_have_class(re.compile(r"\bsegkit-confusion-selected\b"), timeout=REACT_TIMEOUT_MS)
+        expect(caption).to_contain_text("true road → predicted road", timeout=REACT_TIMEOUT_MS)
+        expect(caption).to_contain_text("The diagonal")
+        picture.changed()
+    assert not lab.errors, f"errors in the page: {lab.errors}\nscreenshots: {lab.shots}"
+
+
+def labels_of(name: str) -> int:
+    from segkit.labels import CLASS_NAMES
+
+    return CLASS_NAMES.index(name)
 
 
 def index_of(caption: str) -> str:

@@ -178,3 +178,9 @@ def test_setup_shows_the_random_backbone_fallback_in_one_line(isolated_setup, pr
     assert shown == "PretrainedWeightsWarning: resnet50 backbone RANDOMLY INITIALISED\n"
     other = warnings.formatwarning("other", UserWarning, "x.py", 1, "line")
     assert other.count("\n") == 2  # other warnings keep their usual form
+
+
+def test_comparison_table_columns_are_numeric_so_that_round_works() -> None:
+    table = comparison_table({"a": _run(0.4123456, _ious())})
+    assert table.round(3).loc["a", "mIoU"] == 0.412
+    assert table.loc["a", "precision"] == "fp32"
