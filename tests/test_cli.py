@@ -60,7 +60,9 @@ def test_original_train_command_trains_on_synthetic_data(trained):
     assert "epoch   2/2" in result.stdout and "mIoU" in result.stdout
     checkpoint = load_checkpoint(work / "checkpoints" / "my_fcn" / "last.pt")
     assert checkpoint["epoch"] == 2
-    assert list((work / "runs" / "my_fcn").glob("events.out.tfevents.*"))
+    # the run's own TensorBoard log, inside its folder: TensorBoard shows each run apart
+    assert list((work / "checkpoints" / "my_fcn" / "tensorboard").glob("events.out.tfevents.*"))
+    assert not (work / "runs").exists()
 
 
 def test_train_refuses_to_overwrite_and_resumes(trained, capsys, monkeypatch):

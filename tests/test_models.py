@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from segkit.io import DataError
 from segkit.models import (
     DeepLabV3Plus,
     PretrainedWeightsUnavailable,
@@ -326,7 +327,7 @@ def test_pretrained_backbone_from_a_local_file(tmp_path: Path, no_download) -> N
 
 def test_pretrained_backbone_file_errors_name_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pth"
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(DataError, match="nope.pth"):
         build_model("deeplab", backbone=BACKBONE, pretrained_backbone=missing,
                     allow_random_init=True)
 

@@ -7,8 +7,10 @@ import shutil
 
 import pytest
 import torch
+from test_budget import Ticks
 
 from segkit import course as course_module
+from segkit import training
 from segkit.budget import format_duration, parse_duration
 from segkit.checkpoints import load_checkpoint
 from segkit.cli import main
@@ -80,14 +82,30 @@ def _budget(seconds):
     return ["--time-budget", f"{math.ceil(seconds)}s"]
 
 
-def test_a_time_budget_run_ends_and_continues_with_more_minutes(prepared_root, tmp_path, capsys):
+@pytest.fixture
+def ticking(monkeypatch):
+    """``segkit train`` on the deterministic clock of the exact-resume test (one second a batch),
+    so that what a budget allows does not depend on how fast or busy the machine is."""
+    ticks = Ticks(monkeypatch)
+    real_fit = training.fit
+
+    def fit_on_ticks(net, train_loader, val_loader, config, callbacks, **options):
+        return real_fit(net, train_loader, val_loader, config, [*callbacks, ticks], **options)
+
+    monkeypatch.setattr(training, "fit", fit_on_ticks)
+    return ticks
+
+
+def test_a_time_budget_run_ends_and_continues_with_more_minutes(prepared_root, tmp_path, capsys,
+                                                                ticking):
     out = tmp_path / "ck"
-    assert _train("--profile", "ci", "--data", str(prepared_root), "--time-budget", "3s",
+    assert _train("--profile", "ci", "--data", str(prepared_root), "--time-budget", "4s",
                   "--scheduler", "linear", "--out", str(out), "--log-dir", str(tmp_path / "tb")) == 0
     printed = capsys.readouterr().out
-    assert "a 3 s budget of 128x64 crops" in printed and "time budget 3 s spent" in printed
+    assert "a 4 s budget of 128x64 crops" in printed and "time budget 4 s spent" in printed
     record = read_record(out)
     assert record["plan"]["done"] and record["status"] == "finished"
+    assert record["train_seconds"] <= 4  # within the budget, on any machine
     spent = record["train_seconds"]
 
     assert _train("--out", str(out), "-c") == 2
@@ -95,12 +113,13 @@ def test_a_time_budget_run_ends_and_continues_with_more_minutes(prepared_root, t
     assert "this run is finished" in err and "-c --time-budget " in err
     assert _train("--out", str(out), "-c", "-n", "9") == 2
     assert "planned by a time budget; continue it the same way (--time-budget)" in capsys.readouterr().err
-    more = _budget(spent + 3)
+    more = _budget(spent + 6)
     assert _train("--out", str(out), "-c", *more) == 0
     assert f"re-planned over {format_duration(parse_duration(more[1]))}" in capsys.readouterr().out
     continued = load_checkpoint(out / "last.pt")
     assert continued["seconds"] > spent and continued["plan"]["done"]
     assert continued["step"] >= record["history"][-1]["step"] + 5  # trained on, not one step and out
+    assert continued["seconds"] <= parse_duration(more[1])
     assert continued["config"]["time_budget"] == parse_duration(more[1])
 
 
