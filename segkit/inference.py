@@ -185,7 +185,7 @@ class Inference:
         if (self.mode == "slide" and self.passes == 1 and self._base(images) == out_size
                 and min(out_size) >= self.min_side):
             bands = slide_bands(model, images, self.window, self.stride_of())
-            return _argmax_of_bands(images.shape[0], out_size, (band for _, band in bands))
+            return _argmax_of_bands(images.shape[0], out_size, bands)
         passes = list(self._passes(model, images))
         if all(p.shape[-2] <= out_size[0] and p.shape[-1] <= out_size[1] for p in passes):
             return upsampled_argmax(passes, out_size)
@@ -234,45 +234,55 @@ def slide(model: nn.Module, images: Tensor, window: tuple[int, int],
     back to end at the frame's edge (as mmsegmentation's slide inference does), so every pixel is
     covered and no window is padded. A frame smaller than the window is one window.
     """
-    total = None
-    for top, band in slide_bands(model, images, window, stride):
+    height, width = images.shape[-2:]
+    total = count = None
+    for top, left, logits in _windows(model, images, window, stride):
         if total is None:
-            total = band.new_empty((*band.shape[:2], *images.shape[-2:]))
-        total[..., top:top + band.shape[-2], :] = band
-    return total
+            total = logits.new_zeros((*logits.shape[:2], height, width))
+            count = logits.new_zeros((1, 1, height, width))
+        h, w = logits.shape[-2:]
+        total[..., top:top + h, left:left + w] += logits
+        count[..., top:top + h, left:left + w] += 1
+    return total.div_(count)  # in place: a second copy of every score would double the memory
 
 
 def slide_bands(model: nn.Module, images: Tensor, window: tuple[int, int],
-                stride: tuple[int, int]) -> Iterator[tuple[int, Tensor]]:
-    """``slide``'s logits a band of rows at a time: (first row, (N, C, rows, W)), top to bottom.
-
-    Rows above the next row of windows are final once a row of windows is added, so only the rows
-    that the next windows may still overlap are held.
-    """
+                stride: tuple[int, int]) -> Iterator[Tensor]:
+    """``slide``'s logits a band of rows at a time, (N, C, rows, W) top to bottom, each valid until
+    the next is asked for: rows above the next row of windows are final once a row of windows is
+    added, so only a window's height of rows is ever held, whatever the frame's height."""
     height, width = images.shape[-2:]
     tops = _starts(height, window[1], stride[1])
-    done, total, count = 0, None, None  # total and count hold rows done.. of the frame
-    for row, top in enumerate(tops):
-        bottom = min(height, top + window[1])
+    total = count = None  # the rows from ``tops[row]`` down, a window's height of them
+    row = 0
+    for top, left, logits in _windows(model, images, window, stride):
+        if total is None:
+            total = logits.new_zeros((*logits.shape[:2], min(height, window[1]), width))
+            count = logits.new_zeros((1, 1, total.shape[-2], width))
+        if top != tops[row]:  # a new row of windows: the rows above it are final
+            yield from _final_rows(total, count, tops[row + 1] - tops[row])
+            row += 1
+        h, w = logits.shape[-2:]
+        total[..., :h, left:left + w] += logits
+        count[..., :h, left:left + w] += 1
+    yield total[..., :height - tops[row], :].div_(count[..., :height - tops[row], :])
+
+
+def _final_rows(total: Tensor, count: Tensor, rows: int) -> Iterator[Tensor]:
+    """Yield the first ``rows`` rows of ``total`` averaged, then move the rest to the top."""
+    yield total[..., :rows, :].div_(count[..., :rows, :])
+    for buffer in (total, count):
+        carried = buffer[..., rows:, :].clone()  # the rows the next windows overlap
+        buffer.zero_()[..., :carried.shape[-2], :] = carried
+
+
+def _windows(model: nn.Module, images: Tensor, window: tuple[int, int],
+             stride: tuple[int, int]) -> Iterator[tuple[int, int, Tensor]]:
+    """(top, left, logits (N, C, h, w)) of every window, row by row."""
+    height, width = images.shape[-2:]
+    for top in _starts(height, window[1], stride[1]):
         for left in _starts(width, window[0], stride[0]):
-            logits = model(images[..., top:bottom, left:left + window[0]]).float()  # (N, C, h, w)
-            if total is None:
-                total = logits.new_zeros((*logits.shape[:2], 0, width))
-                count = logits.new_zeros((1, 1, 0, width))
-            total, count = _grown(total, bottom - done), _grown(count, bottom - done)
-            h, w = logits.shape[-2:]
-            total[..., top - done:top - done + h, left:left + w] += logits
-            count[..., top - done:top - done + h, left:left + w] += 1
-        final = (tops[row + 1] if row + 1 < len(tops) else height) - done
-        yield done, total[..., :final, :] / count[..., :final, :]
-        total, count, done = total[..., final:, :], count[..., final:, :], done + final
-
-
-def _grown(rows: Tensor, height: int) -> Tensor:
-    """``rows`` (…, h, W) with zero rows added below, up to ``height`` rows."""
-    missing = height - rows.shape[-2]
-    return torch.cat([rows, rows.new_zeros((*rows.shape[:-2], missing, rows.shape[-1]))], -2) \
-        if missing > 0 else rows
+            yield top, left, model(images[..., top:top + window[1], left:left + window[0]]).float()
 
 
 #: Output pixels whose class scores are enlarged at a time before their argmax (76 MB of 19 scores).

@@ -45,7 +45,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except OSError as error:
-        if error.filename in (None, str(tmp)):
+        if error.errno is not None and error.filename in (None, str(tmp)):  # the system's own error
             error.filename = str(path)
         raise
     finally:

@@ -47,18 +47,19 @@ TENSORBOARD = "tensorboard"
 
 
 @contextlib.contextmanager
-def owned(folder: Path, *, owner: bool = True) -> Iterator[None]:
+def owned(folder: Path, *, owner: bool = True, create: bool = True) -> Iterator[None]:
     """Hold ``folder`` for one training process: an exclusive lock on ``folder/run.lock`` while the
     block runs; a second run into the same folder is refused (``DataError``) rather than mix its
     checkpoints with the first one's. The operating system drops the lock when its process ends,
     however it ends, so a killed run never leaves the folder locked. ``owner=False`` (the other
-    processes of a torchrun, which write nothing there) takes no lock.
+    processes of a torchrun, which write nothing there) takes no lock; without ``create`` (``-c``)
+    a folder that is not there is not made, for the run to be refused as nothing to continue.
     """
-    if not owner:
-        yield
-        return
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{folder}: is a file, not a folder; choose another --out")
+    if not owner or not (create or folder.is_dir()):
+        yield
+        return
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / RUN_LOCK
     with open(path, "a+") as lock:

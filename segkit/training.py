@@ -75,7 +75,7 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
     if "epochs" in changes and not resume:
         changes.setdefault("time_budget", None)  # epochs asked for: not the profile's budget
     folder = Path(out or Path("checkpoints", resolve_name(model)))
-    with owned(folder, owner=distributed.launch_rank() == 0):
+    with owned(folder, owner=distributed.launch_rank() == 0, create=not resume):
         if resume:
             profile = recorded_profile(folder, profile)
             if log_dir is not None:
@@ -88,6 +88,7 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
             config = train_config(model, profile=profile, data=data, out=folder, log_dir=log_dir,
                                   model_options=model_options, **changes)
         check_device_fits_profile(profile, config.device)
+        check_trainable_sizes(config)
         with distributed.process_group(config.device):
             return _train_in_group(config, profile, auto_batch=auto_batch, callbacks=callbacks,
                                    progress=progress, resume=folder / "last.pt" if resume else None)
@@ -107,7 +108,6 @@ def _train_in_group(config: TrainConfig, profile: str | None, *, auto_batch: boo
         config = config.replace(batch_size=batch)
     config = resolve_channels_last(config, resolve_device(config.device))
     train_loader, val_loader = build_loaders(root, config)
-    check_trainable_sizes(config)
     net = distributed.main_process_first(lambda: _build_model(config))  # weights made once
     observers, record = [], None
     if main:
@@ -267,8 +267,9 @@ def test(checkpoint: str | os.PathLike, *, model: str | None = None,
     print(f"\n{scores['seconds'] / scores['images']:.3f} s per frame ({scores['images']} frames, "
           f"reading included); peak memory {peak / 2**20:.0f} MB for one frame ({how})")
     if writer is not None:
-        print(f"wrote {writer.written} labelIds PNGs into {save_labelids} "
-              "(cityscapesScripts: CITYSCAPES_RESULTS=that folder csEvalPixelLevelSemanticLabeling)")
+        print(f"wrote {writer.written} labelIds PNGs into {save_labelids} (the official evaluator: "
+              "CITYSCAPES_RESULTS=that folder csEvalPixelLevelSemanticLabeling, under numpy older "
+              "than 2.4, which removed the np.in1d it calls; its scores equal the ones above)")
     return scores
 
 

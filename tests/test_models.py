@@ -342,6 +342,31 @@ def test_pretrained_backbone_file_errors_name_the_file(tmp_path: Path) -> None:
         build_model("deeplab", backbone="resnet50", pretrained_backbone=tmp_path / "mnv3.pth")
 
 
+class Touches:
+    """A pickle that, loaded unsafely, would create a file: code run from a weights file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+@pytest.mark.parametrize("content", ["code", "png"])
+def test_a_pretrained_backbone_file_that_is_not_weights_is_refused_safely(tmp_path: Path, content) -> None:
+    path = tmp_path / "weights.pth"
+    if content == "code":
+        torch.save(Touches(tmp_path / "code-ran"), path)
+    else:
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(DataError) as info:
+        build_model("deeplab", backbone=BACKBONE, pretrained_backbone=path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a readable --pretrained-backbone file")
+    assert "weights_only" not in message and "\n" not in message  # never the unsafe advice
+    assert not (tmp_path / "code-ran").exists()
+
+
 def test_pretrained_backbone_from_the_torch_hub_cache(hub_dir: Path, no_download) -> None:
     state_dict = random_classifier_state_dict()
     url = dl.IMAGENET_WEIGHTS[BACKBONE].url  # .../mobilenet_v3_large-<hash>.pth
