@@ -103,7 +103,7 @@ class StepPlan:
         """
         planned_out = self.total_steps is not None and not self._stale and step >= self.total_steps
         next_step = self._pace() or 0.0
-        return planned_out or seconds + next_step + self._validation_reserve() > self.budget
+        return planned_out or seconds + next_step + self._validation_reserve() >= self.budget
 
     def validated(self, seconds: float) -> None:
         """Record how long one validation took, at the pace steps go now (it slows with them)."""

@@ -387,7 +387,7 @@ def test_test_scores_frames_of_different_sizes(tiny_checkpoint, prepared_root, t
     (root / "manifest.json").unlink()
     (root / "prepare.json").unlink()  # no longer segkit's prepared copy: a user's own root
     results = tmp_path / "results"
-    assert main(["test", "--checkpoint", str(tiny_checkpoint), "--data", str(root), "--mode", "slide",
+    assert main(["test", "--checkpoint", str(tiny_checkpoint), "--data", str(root),
                  "--save-labelids", str(results)]) == 0
     assert "mIoU" in capsys.readouterr().out
     with Image.open(results / f"{stem}_gtFine_labelIds.png") as written:
