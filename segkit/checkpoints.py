@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segkit.io import DataError, atomic_write, disk_full_error, is_disk_full
+from segkit.io import DataError, atomic_write, disk_full_error, is_disk_full, load_tensors
 from segkit.models import build_model, model_spec
 from segkit.models.registry import resolve_name
 
@@ -125,25 +125,10 @@ def tensor_bytes(obj: Any) -> int:
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a segkit checkpoint onto the CPU safely (``weights_only=True``), naming the file on failure."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many kinds for damaged or foreign files
-        # torch's own message advises weights_only=False, which would run whatever the file holds
-        raise DataError(f"{path}: not a readable segkit checkpoint ({_why_unreadable(error)}); "
-                        "it is damaged or was written by another program") from error
+    checkpoint = load_tensors(path, "segkit checkpoint")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{path}: not a segkit checkpoint (format {CHECKPOINT_FORMAT} expected)")
     return checkpoint
-
-
-def _why_unreadable(error: Exception) -> str:
-    text = str(error)
-    if "Unsupported global" in text or "weights_only" in text:
-        return "it holds objects other than tensors and plain data, which a safe load refuses"
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def restore(state: RunState, path: str | os.PathLike) -> None:

@@ -10,12 +10,12 @@ import sys
 from collections.abc import Sequence
 
 from segkit import layout
-from segkit.io import DataError, parse_size
+from segkit.io import DataError, check_frame_size, describe_os_error, parse_size
 
 
 def _size(text: str) -> tuple[int, int]:
     try:
-        return parse_size(text)
+        return check_frame_size(parse_size(text))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -29,15 +29,49 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _whole(minimum: int):
+    """An argparse type for a whole number of at least ``minimum`` (a count, so that ``-n 0`` is
+    refused naming ``-n``, not the settings a config checks later)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, "
+                                             f"got {text!r}")
+        return value
+    return parse
+
+
 def _batch_size(text: str) -> int | str:
     if text == "auto":
         return text
     try:
-        value = int(text)
+        return _whole(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of frames or auto, got {text!r}"
+                                         ) from None
+
+
+def _seed(text: str) -> int:
+    from segkit.runtime import check_seed
+
+    try:
+        return check_seed(int(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error) if text.lstrip("-").isdigit()
+                                         else f"expected a whole number, got {text!r}") from None
+
+
+def _gib(text: str) -> float:
+    try:
+        value = float(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of frames or auto, got {text!r}")
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected the GiB of a GPU's memory, a number above 0, "
+                                         f"got {text!r}")
     return value
 
 
@@ -74,9 +108,9 @@ def _add_synth(commands) -> None:
     parser.add_argument("--out", default="data/synthetic", help="output folder (default: %(default)s)")
     parser.add_argument("--size", type=_size, default=(2048, 1024), metavar="WxH",
                         help="frame size, width x height (default: 2048x1024, like the real data)")
-    parser.add_argument("--frames", type=int, default=20, metavar="N",
+    parser.add_argument("--frames", type=_whole(1), default=20, metavar="N",
                         help="frames per split (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--seed", type=_seed, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--cities", nargs="+", metavar="SPLIT=CITY[,CITY]",
                         help="cities per split (default: train=hamburg val=frankfurt test=berlin)")
     parser.add_argument("--zips", action="store_true",
@@ -114,7 +148,7 @@ def _add_prepare(commands) -> None:
                         help="resize to this training resolution (images filtered, labels nearest)")
     parser.add_argument("--resample", choices=("bilinear", "area"), default="bilinear",
                         help="image filter when resizing (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=_whole(0), default=min(4, os.cpu_count() or 1),
                         help="parallel processes (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_prepare)
@@ -144,13 +178,13 @@ def _add_bench(commands) -> None:
                                           "preparation frames/s.")
     data.add_argument("--data", help="an official-layout root with full-size frames to measure "
                                      "(default: synthesise them in a temporary folder)")
-    data.add_argument("--frames", type=int, default=24,
+    data.add_argument("--frames", type=_whole(1), default=24,
                       help="frames to synthesise and load (default: %(default)s)")
     data.add_argument("--size", type=_size, default=(512, 256), metavar="WxH",
                       help="training resolution (default: 512x256)")
     data.add_argument("--raw-size", type=_size, default=(2048, 1024), metavar="WxH",
                       help="size of the synthesised raw frames (default: 2048x1024, the real size)")
-    data.add_argument("--batch-size", type=int, default=8, help="default: %(default)s")
+    data.add_argument("--batch-size", type=_whole(1), default=8, help="default: %(default)s")
     data.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     data.set_defaults(run=_run_bench_data)
     synth = targets.add_parser("synth", help="synthetic data: generation rate and realism",
@@ -175,8 +209,8 @@ def _add_bench(commands) -> None:
     train.add_argument("--models", nargs="+", default=["my_fcn", "unet", "deeplabv3plus"])
     train.add_argument("--sizes", nargs="+", type=_size, default=[(256, 128), (512, 256)],
                        metavar="WxH")
-    train.add_argument("--batch-size", type=int, default=8)
-    train.add_argument("--repeats", type=int, default=1, help="timed steps per figure (best is kept)")
+    train.add_argument("--batch-size", type=_whole(1), default=8)
+    train.add_argument("--repeats", type=_whole(1), default=1, help="timed steps per figure (best is kept)")
     train.add_argument("--device", default="auto")
     train.add_argument("--full", action="store_true",
                        help="on the CPU, also DeepLabV3+ at the larger sizes (slow)")
@@ -191,9 +225,10 @@ def _add_bench(commands) -> None:
                                          "Without CUDA it says so in one line and measures nothing.")
     gpu.add_argument("--models", nargs="+", default=["my_fcn", "unet", "deeplabv3plus"])
     gpu.add_argument("--profile", default="laptop", help="default: %(default)s")
-    gpu.add_argument("--gpu-memory", type=float, default=6.0, metavar="GIB",
+    gpu.add_argument("--gpu-memory", type=_gib, default=6.0, metavar="GIB",
                      help="allocator cap (default: %(default)s, the original study's 6 GB card)")
-    gpu.add_argument("--steps", type=int, default=5, help="timed steps per model (default: %(default)s)")
+    gpu.add_argument("--steps", type=_whole(1), default=5,
+                     help="timed steps per model (default: %(default)s)")
     gpu.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     gpu.set_defaults(run=_run_bench_gpu)
 
@@ -258,14 +293,14 @@ def _add_plan(commands) -> None:
                         help="plan this profile's own settings for each model")
     parser.add_argument("-m", "--model", help="plan one configuration of this model")
     parser.add_argument("--backbone", help="DeepLab backbone (default: resnet101)")
-    parser.add_argument("--batch-size", type=int, nargs="+", metavar="N", help="default: 2 4 8")
+    parser.add_argument("--batch-size", type=_whole(1), nargs="+", metavar="N", help="default: 2 4 8")
     parser.add_argument("--size", type=_size, nargs="+", metavar="WxH",
                         help="training crops (default: 512x256 768x384 1024x512)")
     parser.add_argument("--amp", choices=("off", *PRECISIONS[1:]), nargs="+",
                         help="precision: off (fp32), fp16 or bf16 (default: off fp16)")
     parser.add_argument("--checkpointing", action="store_true",
                         help="with -m: activation checkpointing on (the table shows both)")
-    parser.add_argument("--gpu-memory", type=float, metavar="GIB",
+    parser.add_argument("--gpu-memory", type=_gib, metavar="GIB",
                         help="the card to plan for (default: the visible GPU's memory, else 6)")
     parser.add_argument("--json", action="store_true", help="one line: a JSON list of rows")
     parser.set_defaults(run=_run_plan)
@@ -322,7 +357,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="checkpoint folder (default: checkpoints/MODEL)")
     parser.add_argument("--log_dir", "--log-dir", dest="log_dir",
                         help="TensorBoard folder (default: runs/MODEL)")
-    parser.add_argument("-n", "--num_epoch", "--epochs", dest="epochs", type=int,
+    parser.add_argument("-n", "--num_epoch", "--epochs", dest="epochs", type=_whole(1),
                         help="epochs (default: the profile's; drops a profile's --time-budget)")
     parser.add_argument("--time-budget", type=_duration, metavar="TIME",
                         help="train for this long instead of for epochs, e.g. 90s, 4m or 1h: the "
@@ -334,17 +369,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--continue_training", "--resume", dest="resume", action="store_true",
                         help="continue from OUT/last.pt exactly where it stopped")
     parser.add_argument("--size", type=_size, metavar="WxH", help="training crop, e.g. 512x256")
-    parser.add_argument("--base-height", type=int,
+    parser.add_argument("--base-height", type=_whole(1),
                         help="frame height at scale 1 before the random crop (default: crop height)")
     parser.add_argument("--val-size", type=_size, metavar="WxH",
                         help="validation resolution (default: --size)")
     parser.add_argument("--batch-size", type=_batch_size, metavar="N|auto",
                         help="frames per batch, per process under torchrun (default: the profile's); "
                              "auto: the largest that segkit plan says fits, confirmed on CUDA")
-    parser.add_argument("--accumulate", type=int, help="gradient accumulation steps")
+    parser.add_argument("--accumulate", type=_whole(1), help="gradient accumulation steps")
     parser.add_argument("--optimizer", choices=OPTIMIZERS)
     parser.add_argument("--scheduler", choices=SCHEDULERS)
-    parser.add_argument("--warmup-iters", type=int)
+    parser.add_argument("--warmup-iters", type=_whole(0))
     parser.add_argument("--loss", choices=("ce", "focal"))
     parser.add_argument("--gamma", type=float, help="focal loss gamma (with --loss focal)")
     parser.add_argument("--class-weights", action="store_true",
@@ -356,17 +391,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sync-bn", action="store_true",
                         help="under torchrun on GPUs: BatchNorm statistics over the global batch")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
-    parser.add_argument("--gpu-memory", type=float, metavar="GIB",
+    parser.add_argument("--gpu-memory", type=_gib, metavar="GIB",
                         help="cap torch's CUDA allocator at this many GiB, so that a large GPU behaves "
                              "like a smaller card; --batch-size auto plans for it too")
     parser.add_argument("--deterministic", action="store_true", default=None,
                         help="deterministic kernels: repeatable on the CPU, slower on GPUs "
                              "(default: off, cuDNN autotuning on; the ci profile turns it on)")
-    parser.add_argument("--log-every", type=int, metavar="N",
+    parser.add_argument("--log-every", type=_whole(1), metavar="N",
                         help="batches between loss read-backs (default: 20; each waits for the GPU)")
-    parser.add_argument("--workers", dest="num_workers", type=int, help="DataLoader workers")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--max-iters", type=int, help="cap on iterations per epoch")
+    parser.add_argument("--workers", dest="num_workers", type=_whole(0), help="DataLoader workers")
+    parser.add_argument("--seed", type=_seed)
+    parser.add_argument("--max-iters", type=_whole(1), help="cap on iterations per epoch")
     parser.add_argument("--oom", choices=("fail", "retry"),
                         help="on CUDA out-of-memory: stop with advice, or retry in smaller chunks")
     parser.add_argument("--label-scheme", choices=("cityscapes19", "original20"))
@@ -441,9 +476,9 @@ def _add_test(commands) -> None:
     parser.add_argument("--save-labelids", metavar="DIR",
                         help="also write {city}_{seq}_{frame}_gtFine_labelIds.png predictions "
                              "(official label ids, label resolution) into this new or empty folder")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=_whole(1), default=4)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--workers", type=_whole(0), default=0)
     parser.set_defaults(run=_run_test)
 
 
@@ -616,6 +651,11 @@ def _run_figures(args) -> int:
     return 0
 
 
+_RESUMABLE = "the frames written are kept: run the same command again to continue"
+#: How to go on after Ctrl-C, where a command does not say it itself (``segkit train`` does).
+AFTER_INTERRUPT = {"synth": _RESUMABLE, "prepare": _RESUMABLE}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``segkit`` argument parser with all sub-commands."""
     parser = argparse.ArgumentParser(prog="segkit", description=__doc__.splitlines()[0])
@@ -634,13 +674,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.run(args)
-    except (DataError, KeyError, ValueError, PretrainedWeightsUnavailable) as error:
+    except (DataError, KeyError, ValueError, PretrainedWeightsUnavailable, OSError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         if isinstance(error, PretrainedWeightsUnavailable):
             message = (f"{message} On the command line: --pretrained-backbone FILE, or "
                        "--allow-random-init to go on from random weights.")
+        if isinstance(error, OSError):  # the machine's: permissions, a full disk, a path in the way
+            message = describe_os_error(error)
         print(f"segkit {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as error:
+        then = str(error) or AFTER_INTERRUPT.get(
+            args.command, "nothing was left half-written: run the same command again")
+        print(f"segkit {args.command}: interrupted (Ctrl-C); {then}", file=sys.stderr)
+        return 130  # the shells' status for a command ended by SIGINT
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
         return 2

@@ -90,8 +90,9 @@ class TrainConfig:
             raise ValueError(f"backbone_lr is a factor of lr and must be positive, got {self.backbone_lr}")
         if self.channels_last not in (True, False, "auto"):
             raise ValueError(f"channels_last {self.channels_last!r}: choose True, False or 'auto'")
-        if min(self.accumulate, self.batch_size, self.epochs, self.log_every, self.val_every) < 1:
-            raise ValueError("epochs, batch_size, accumulate, log_every and val_every must be at least 1")
+        for name in ("epochs", "batch_size", "accumulate", "log_every", "val_every"):
+            if getattr(self, name) < 1:  # named alone: the message says which one to change
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError("time_budget must be more than zero seconds")
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
@@ -53,7 +54,9 @@ class CityscapesSegmentation(Dataset):
         if split not in layout.SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {', '.join(layout.SPLITS)}")
         if not self.root.is_dir():
-            raise DataError(f"{self.root}: dataset root does not exist")
+            raise DataError(f"{self.root}: is a file, not a dataset folder; give the folder that holds "
+                            "leftImg8bit/ and gtFine/" if self.root.exists() else
+                            f"{self.root}: dataset root does not exist")
         self.layout, self.images, self.labels, self.label_kind = _find_frames(self.root, split)
         if cities is not None:
             keep = [i for i, path in enumerate(self.images) if _city(path) in cities]
@@ -93,6 +96,17 @@ class CityscapesSegmentation(Dataset):
             raw = torch.from_numpy(self._lut[raw.numpy()])
         mask = raw.long()  # the one int64 copy the Mask contract asks for
         return tv_tensors.Image(image.permute(2, 0, 1)), tv_tensors.Mask(mask)
+
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """(width, height) of every frame's image, read from the file headers (nothing decoded)."""
+        sizes = []
+        for path in self.images:
+            try:
+                with Image.open(path) as image:
+                    sizes.append(image.size)
+            except OSError as error:  # unreadable or not an image: named as loading would name it
+                raise DataError(f"{path}: cannot read image ({error})") from error
+        return sizes
 
     @property
     def cities(self) -> list[str]:

@@ -38,6 +38,12 @@ def launched() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def launch_rank() -> int:
+    """This process's rank as the launcher set it (0 outside torchrun), known before the process
+    group is up: the process that will write a run's files."""
+    return int(os.environ.get("RANK", 0))
+
+
 def is_initialized() -> bool:
     """True while a ``torch.distributed`` process group is up."""
     return dist.is_available() and dist.is_initialized()

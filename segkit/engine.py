@@ -259,14 +259,17 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                 break
             row.update({f"val_{k}": v for k, v in _plain(scores).items()})
             if plan is not None:
-                plan.val_seconds = budget.clock() - validating
+                plan.validated(budget.clock() - validating)
         state.epoch += 1
         state.seconds += budget.clock() - started
         state.train_seconds += trained
         row.update(step=state.step, images_seen=state.images_seen, seconds=state.seconds)
         if plan is not None:
-            plan.done = ending
             _revise_plan(state, 0.0)
+            # just validated, with no time for another step and a validation: that one was the last
+            # (process 0's clock decides, so that every process ends together)
+            plan.done = ending or distributed.from_main(
+                "val_miou" in row and _budget_spent(state, budget.clock()))
         state.history.append(row)
         for callback in callbacks:
             callback.on_epoch_end(state)
@@ -299,10 +302,12 @@ def _budget_spent(state: FitState, started: float) -> bool:
 
 
 def _revise_plan(state: FitState, elapsed: float) -> None:
-    """Re-plan the steps from the measured pace; under torchrun every process takes process 0's plan,
-    so that all follow one learning-rate curve."""
-    state.plan.revise(state.step, state.train_seconds + elapsed, state.seconds + elapsed)
+    """Re-plan the steps from the measured pace (saying when it has slowed far down); under torchrun
+    every process takes process 0's plan, so that all follow one learning-rate curve."""
+    note = state.plan.revise(state.step, state.train_seconds + elapsed, state.seconds + elapsed)
     state.plan.total_steps = distributed.from_main(state.plan.total_steps)
+    if note and distributed.is_main_process():
+        print(note, flush=True)
 
 
 def _plain(value: Any) -> Any:

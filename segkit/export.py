@@ -66,13 +66,14 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, size: tuple[int, i
     model.eval()
     width, height = size
     example = torch.randn(2, 3, height, width, device=next(model.parameters()).device)
-    program = torch.onnx.export(
-        model, (example,), input_names=["image"], output_names=["logits"], opset_version=opset,
-        dynamic_shapes=({0: "batch", 2: "height", 3: "width"},), dynamo=True, verbose=False)
-    props = {"mean": ",".join(map(str, MEAN)), "std": ",".join(map(str, STD)),
-             **(metadata or {})}
-    program.model.metadata_props.update({key: str(value) for key, value in props.items()})
     with atomic_write(path) as tmp:
+        tmp.touch()  # a folder that refuses the file says so now, before the exporter's work
+        program = torch.onnx.export(
+            model, (example,), input_names=["image"], output_names=["logits"], opset_version=opset,
+            dynamic_shapes=({0: "batch", 2: "height", 3: "width"},), dynamo=True, verbose=False)
+        props = {"mean": ",".join(map(str, MEAN)), "std": ",".join(map(str, STD)),
+                 **(metadata or {})}
+        program.model.metadata_props.update({key: str(value) for key, value in props.items()})
         program.save(tmp, external_data=False)
     return path
 

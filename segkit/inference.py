@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,7 @@ from segkit import labels, layout
 from segkit.config import TrainConfig
 from segkit.datasets import CityscapesSegmentation, check_has_labels
 from segkit.engine import validate
-from segkit.io import DataError, claim_output_dir, write_png
+from segkit.io import DataError, check_frame_size, claim_output_dir, write_png
 from segkit.models import model_spec
 from segkit.models.registry import MIN_INPUT_SIDE
 from segkit.pictures import overlay
@@ -79,6 +79,7 @@ class Inference:
     stride: tuple[int, int] | None = None  # slide: window step (None: 2/3 of the window)
     flip: bool = False  # also predict the mirrored frame and average
     scales: tuple[float, ...] = (1.0,)  # one pass per factor of the frame size, averaged
+    min_side: int = 1  # smaller frames are padded up to this (the registry's models need 32)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -87,6 +88,8 @@ class Inference:
             raise ValueError("sliding-window inference needs a window size (e.g. window=(512, 256))")
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"scales must be positive factors, got {self.scales}")
+        if self.size is not None:  # the largest frame a pass sees, refused before any work
+            self._scaled(self.size[::-1], max(self.scales))
         if self.stride is not None and self.window is not None and any(
                 s < 1 or s > w for s, w in zip(self.stride, self.window, strict=True)):
             raise ValueError(f"stride {self.stride} must be between 1 and the window {self.window} "
@@ -121,7 +124,8 @@ class Inference:
         return cls(mode=mode, size=size, keep_ratio=keep_ratio,
                    window=(window or config.size) if mode == "slide" else None, stride=stride,
                    flip="flip" in tta,
-                   scales=tuple(scales or DEFAULT_SCALES) if "ms" in tta else (1.0,))
+                   scales=tuple(scales or DEFAULT_SCALES) if "ms" in tta else (1.0,),
+                   min_side=MIN_INPUT_SIDE)
 
     @property
     def passes(self) -> int:
@@ -166,24 +170,69 @@ class Inference:
         labels are never resized for scoring. Call it under ``torch.inference_mode()``.
         """
         out_size = tuple(out_size or images.shape[-2:])
-        base_h, base_w = self.base_size(*images.shape[-2:])
         total = None
-        for scale in self.scales:
-            scaled = _resize(images, (max(1, round(base_h * scale)), max(1, round(base_w * scale))))
-            for flipped in (False, True)[: 1 + self.flip]:
-                view = scaled.flip(-1) if flipped else scaled
-                logits = self._forward(model, view)  # (N, C, h, w)
-                logits = _resize(logits.flip(-1) if flipped else logits, out_size)
-                if self.passes == 1:
-                    return logits
-                probabilities = logits.softmax(1)
-                total = probabilities if total is None else total.add_(probabilities)
+        for logits in self._passes(model, images):
+            logits = _resize(logits, out_size)
+            if self.passes == 1:
+                return logits
+            probabilities = logits.softmax(1)
+            total = probabilities if total is None else total.add_(probabilities)
         return total / self.passes
+
+    def classes(self, model: nn.Module, images: Tensor,
+                out_size: Sequence[int] | None = None) -> Tensor:
+        """Class maps (N, *out_size) uint8 of normalised images: the argmax of ``self(model,
+        images, out_size)``, without ever holding every class's score at ``out_size``.
+
+        A photo of 10000x10000 pixels would need 19 x 4 bytes a pixel (7.6 GB) of scores enlarged to
+        its size; here they are enlarged and their argmax taken a band of rows at a time
+        (``BAND_PIXELS``), and a sliding window over the full frame gives its averaged scores band by
+        band too, so memory grows with the image, not with the classes times it. (Only multi-pass
+        slides over the full frame still hold its scores whole.)
+        """
+        out_size = tuple(out_size or images.shape[-2:])
+        if (self.mode == "slide" and self.passes == 1 and self._base(images) == out_size
+                and min(out_size) >= self.min_side):
+            bands = slide_bands(model, images, self.window, self.stride_of())
+            return _argmax_of_bands(images.shape[0], out_size, bands)
+        passes = list(self._passes(model, images))
+        if all(p.shape[-2] <= out_size[0] and p.shape[-1] <= out_size[1] for p in passes):
+            return upsampled_argmax(passes, out_size)
+        return self(model, images, out_size).argmax(1).to(torch.uint8)
+
+    def _passes(self, model: nn.Module, images: Tensor) -> Iterator[Tensor]:
+        """The logits (N, C, h, w) of every pass (scale and flip) at the size the model saw the
+        frame, mirrored passes mirrored back."""
+        for scale in self.scales:
+            scaled = _resize(images, self._scaled(self._base(images), scale))
+            for flipped in (False, True)[: 1 + self.flip]:
+                logits = self._forward(model, scaled.flip(-1) if flipped else scaled)
+                yield logits.flip(-1) if flipped else logits
+
+    def _base(self, images: Tensor) -> tuple[int, int]:
+        return self.base_size(*images.shape[-2:])
+
+    def _scaled(self, base: tuple[int, int], scale: float) -> tuple[int, int]:
+        """(height, width) of ``base`` at ``scale``, refused where it is too large to hold."""
+        size = (max(1, round(base[0] * scale)), max(1, round(base[1] * scale)))
+        try:
+            check_frame_size(size[::-1])
+        except ValueError as error:
+            raise ValueError(f"scale {scale:g} of a {base[1]}x{base[0]} frame: {error}") from None
+        return size
 
     def _forward(self, model: nn.Module, images: Tensor) -> Tensor:
         if self.mode == "whole":
-            return model(images).float()
-        return slide(model, images, self.window, self.stride_of())
+            height, width = images.shape[-2:]
+            return model(self._padded(images)).float()[..., :height, :width]
+        return slide(model, self._padded(images), self.window, self.stride_of())[
+            ..., :images.shape[-2], :images.shape[-1]]
+
+    def _padded(self, images: Tensor) -> Tensor:
+        """``images`` padded at the bottom and right (edge pixels repeated) to ``min_side`` where a
+        side is shorter, as a thin photo or a small scale gives; the scores are cropped back."""
+        pad_h, pad_w = (max(0, self.min_side - side) for side in images.shape[-2:])
+        return F.pad(images, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else images
 
 
 def slide(model: nn.Module, images: Tensor, window: tuple[int, int],
@@ -196,17 +245,97 @@ def slide(model: nn.Module, images: Tensor, window: tuple[int, int],
     """
     height, width = images.shape[-2:]
     total = count = None
+    for top, left, logits in _windows(model, images, window, stride):
+        if total is None:
+            total = logits.new_zeros((*logits.shape[:2], height, width))
+            count = logits.new_zeros((1, 1, height, width))
+        h, w = logits.shape[-2:]
+        total[..., top:top + h, left:left + w] += logits
+        count[..., top:top + h, left:left + w] += 1
+    return total.div_(count)  # in place: a second copy of every score would double the memory
+
+
+def slide_bands(model: nn.Module, images: Tensor, window: tuple[int, int],
+                stride: tuple[int, int]) -> Iterator[Tensor]:
+    """``slide``'s logits a band of rows at a time, (N, C, rows, W) top to bottom, each valid until
+    the next is asked for: rows above the next row of windows are final once a row of windows is
+    added, so only a window's height of rows is ever held, whatever the frame's height."""
+    height, width = images.shape[-2:]
+    tops = _starts(height, window[1], stride[1])
+    total = count = None  # the rows from ``tops[row]`` down, a window's height of them
+    row = 0
+    for top, left, logits in _windows(model, images, window, stride):
+        if total is None:
+            total = logits.new_zeros((*logits.shape[:2], min(height, window[1]), width))
+            count = logits.new_zeros((1, 1, total.shape[-2], width))
+        if top != tops[row]:  # a new row of windows: the rows above it are final
+            yield from _final_rows(total, count, tops[row + 1] - tops[row])
+            row += 1
+        h, w = logits.shape[-2:]
+        total[..., :h, left:left + w] += logits
+        count[..., :h, left:left + w] += 1
+    yield total[..., :height - tops[row], :].div_(count[..., :height - tops[row], :])
+
+
+def _final_rows(total: Tensor, count: Tensor, rows: int) -> Iterator[Tensor]:
+    """Yield the first ``rows`` rows of ``total`` averaged, then move the rest to the top."""
+    yield total[..., :rows, :].div_(count[..., :rows, :])
+    for buffer in (total, count):
+        carried = buffer[..., rows:, :].clone()  # the rows the next windows overlap
+        buffer.zero_()[..., :carried.shape[-2], :] = carried
+
+
+def _windows(model: nn.Module, images: Tensor, window: tuple[int, int],
+             stride: tuple[int, int]) -> Iterator[tuple[int, int, Tensor]]:
+    """(top, left, logits (N, C, h, w)) of every window, row by row."""
+    height, width = images.shape[-2:]
     for top in _starts(height, window[1], stride[1]):
         for left in _starts(width, window[0], stride[0]):
-            crop = images[..., top:top + window[1], left:left + window[0]]
-            logits = model(crop).float()  # (N, C, h, w), h and w at most the window's
-            if total is None:
-                total = logits.new_zeros((*logits.shape[:2], height, width))
-                count = logits.new_zeros((1, 1, height, width))
-            h, w = logits.shape[-2:]
-            total[..., top:top + h, left:left + w] += logits
-            count[..., top:top + h, left:left + w] += 1
-    return total / count
+            yield top, left, model(images[..., top:top + window[1], left:left + window[0]]).float()
+
+
+#: Output pixels whose class scores are enlarged at a time before their argmax (76 MB of 19 scores).
+BAND_PIXELS = 2**20
+
+
+def upsampled_argmax(passes: Sequence[Tensor], out_size: tuple[int, int]) -> Tensor:
+    """The classes (N, H, W) uint8 of scores (N, C, h, w), one tensor per pass, enlarged bilinearly
+    to ``out_size`` (H, W) as ``_resize`` would (several: their softmax probabilities averaged),
+    a band of ``BAND_PIXELS`` at a time."""
+    def bands() -> Iterator[Tensor]:
+        rows = max(1, BAND_PIXELS // (out_size[1] * passes[0].shape[0]))
+        for top in range(0, out_size[0], rows):
+            enlarged = [_resized_rows(p, out_size, top, min(out_size[0], top + rows)) for p in passes]
+            yield enlarged[0] if len(passes) == 1 else sum(band.softmax(1) for band in enlarged)
+    return _argmax_of_bands(passes[0].shape[0], out_size, bands())
+
+
+def _argmax_of_bands(batch: int, out_size: tuple[int, int], bands: Iterable[Tensor]) -> Tensor:
+    """(N, H, W) uint8 classes from scores (N, C, rows, W) given top to bottom."""
+    classes = torch.empty((batch, *out_size), dtype=torch.uint8)
+    top = 0
+    for band in bands:
+        classes[:, top:top + band.shape[-2]] = band.argmax(1)
+        top += band.shape[-2]
+    return classes
+
+
+def _resized_rows(x: Tensor, size: tuple[int, int], top: int, bottom: int) -> Tensor:
+    """Rows ``top:bottom`` of ``x`` (N, C, h, w) enlarged bilinearly to ``size`` (H, W) (no
+    dimension shrinks): the numbers ``F.interpolate`` gives for those rows, to rounding (1e-6).
+
+    Bilinear interpolation is separable: each output row mixes two input rows, each enlarged along
+    its width first. Source rows follow ``align_corners=False``: (y + 0.5) h / H - 0.5, at least 0.
+    """
+    h = x.shape[-2]
+    rows = torch.arange(top, bottom, dtype=torch.float64, device=x.device)
+    source = ((rows + 0.5) * (h / size[0]) - 0.5).clamp(min=0).float()
+    first = source.floor().long()  # (rows,)
+    second = (first + 1).clamp(max=h - 1)
+    weight = (source - first)[:, None]  # (rows, 1): the second row's share
+    low, high = int(first[0]), int(second[-1]) + 1
+    wide = _resize(x[..., low:high, :], (high - low, size[1]))  # (N, C, rows needed, W)
+    return wide[..., first - low, :] * (1 - weight) + wide[..., second - low, :] * weight
 
 
 def _starts(length: int, window: int, stride: int) -> list[int]:
@@ -264,16 +393,22 @@ def predict(model: nn.Module, images: Tensor, *, batch_size: int = 8,
     ``inference`` as in ``evaluate`` (maps come back at the images' size). For image files of any
     size, with colour and overlay pictures, see ``predict_files``.
     """
+    return torch.cat([_classes(model, chunk, device=device, amp=amp, inference=inference).long()
+                      for chunk in images.split(batch_size)])
+
+
+def _classes(model: nn.Module, images: Tensor, *, device: torch.device | str | None, amp: str,
+             inference: Inference | None) -> Tensor:
+    """(N, H, W) uint8 class maps of a batch, on the CPU (``Inference.classes``: memory grows with
+    the images, not with their class scores)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = autocast_dtype(amp, device)
     model.eval()
-    maps = []
-    for chunk in images.split(batch_size):
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            chunk = chunk.to(device)
-            logits = model(chunk) if inference is None else inference(model, chunk)
-            maps.append(logits.argmax(1).cpu())  # (n, H, W)
-    return torch.cat(maps)
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        images = images.to(device)
+        if inference is None:
+            return model(images).argmax(1).to(torch.uint8).cpu()
+        return inference.classes(model, images).cpu()
 
 
 def frame_peak_bytes(model: nn.Module, image: Tensor, out_size: Sequence[int], inference: Inference,
@@ -440,6 +575,9 @@ def find_images(inputs: Iterable[str | os.PathLike], *,
     skip = Path(exclude).resolve() if exclude is not None else None
     pairs: list[tuple[Path, Path]] = []
     for item in inputs:
+        if item.is_dir() and skip is not None and skip in (item.resolve(), *item.resolve().parents):
+            raise DataError(f"{item}: is the output folder {exclude} (or inside it), where the "
+                            "predictions go; choose another --out, e.g. a new folder beside it")
         if item.is_dir():
             found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
                            and p.is_file() and (skip is None or skip not in p.resolve().parents))
@@ -480,7 +618,7 @@ def predict_files(model: nn.Module, inputs: Iterable[str | os.PathLike], out: st
     claim_output_dir(out, PREDICT_MARKER, _plain({"scheme": scheme, "alpha": alpha,
                                                   "inference": asdict(inference),
                                                   **(options or {})}))
-    to_input = to_model_input()
+    to_input = to_model_input(inplace=True)  # images are read as uint8
     report = PredictionReport()
     bar = tqdm(pairs, desc="predict", unit="image", disable=not progress or len(pairs) < 2)
     for image_path, stem in bar:
@@ -490,9 +628,10 @@ def predict_files(model: nn.Module, inputs: Iterable[str | os.PathLike], out: st
             report.failed.append((image_path, str(error)))
             continue
         batch = to_input(tv_tensors.Image(image.transpose(2, 0, 1)))[None]  # (1, 3, H, W) float
-        classes = predict(model, batch, device=device, amp=amp, inference=inference)[0]  # (H, W)
-        classes = classes.to(torch.uint8).numpy()
-        _write_prediction(out / stem, image, classes, scheme, alpha)
+        with torch.inference_mode():
+            classes = _classes(model, batch, device=device, amp=amp, inference=inference)[0]
+        del batch  # 12 bytes a pixel, not needed for the pictures
+        _write_prediction(out / stem, image, classes.numpy(), scheme, alpha)
         report.written.append(out / stem)
     return report
 
@@ -502,8 +641,19 @@ def _write_prediction(stem: Path, image: np.ndarray, classes: np.ndarray, scheme
     """The three PNGs of one image (H, W, 3) and its class map (H, W)."""
     write_png(stem.with_name(stem.name + OUTPUT_SUFFIXES["color"]), labels.colorize(classes, scheme))
     write_png(stem.with_name(stem.name + OUTPUT_SUFFIXES["overlay"]),
-              overlay(image, classes, alpha=alpha, scheme=scheme))
+              _overlay_in_bands(image, classes, alpha, scheme))
     write_png(stem.with_name(stem.name + OUTPUT_SUFFIXES["trainIds"]), classes)
+
+
+def _overlay_in_bands(image: np.ndarray, classes: np.ndarray, alpha: float, scheme: str) -> np.ndarray:
+    """``overlay`` (H, W, 3) uint8, blended a band of rows at a time: its float32 working copies
+    would otherwise need about 50 bytes a pixel of a large photo."""
+    pictured = np.empty_like(image)
+    rows = max(1, BAND_PIXELS // image.shape[1])
+    for top in range(0, image.shape[0], rows):
+        pictured[top:top + rows] = overlay(image[top:top + rows], classes[top:top + rows],
+                                           alpha=alpha, scheme=scheme)
+    return pictured
 
 
 def _plain(options: dict[str, Any]) -> dict[str, Any]:

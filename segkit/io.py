@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -33,15 +33,24 @@ class DataError(Exception):
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it to ``path``, else delete it."""
+    """Yield a temporary path next to ``path``; on success rename it to ``path``, else delete it.
+
+    An ``OSError`` of the writing (a full disk, a folder the user may not write to) is raised naming
+    ``path``: a write's own error names no file, and the temporary one means nothing to the user.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_SUFFIX}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno is not None and error.filename in (None, str(tmp)):  # the system's own error
+            error.filename = str(path)
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a folder that refused the file refuses this too
+            tmp.unlink(missing_ok=True)
 
 
 def write_png(path: str | os.PathLike, array: np.ndarray, photo: bool = False) -> bytes:
@@ -97,12 +106,16 @@ def decode_image(data: bytes, name: str, mode: str | None = None) -> np.ndarray:
     ``mode`` converts the image (e.g. ``"RGB"``); label maps are read with ``mode=None`` and must be
     single-channel 8-bit.
     """
+    if not data:
+        raise DataError(f"{name}: an empty file (0 bytes), not an image; copy it again")
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             if mode is not None and image.mode != mode:
                 image = image.convert(mode)
             return np.array(image)  # a writable copy, so torch can take it over
+    except UnidentifiedImageError as error:  # its message names the in-memory buffer, not the file
+        raise DataError(f"{name}: not an image Pillow can read ({len(data)} bytes)") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{name}: cannot decode image ({error})") from error
 
@@ -114,6 +127,30 @@ def read_label_png(data: bytes, name: str) -> np.ndarray:
         raise DataError(f"{name}: a label map must be a single-channel 8-bit PNG, "
                         f"got shape {array.shape} and dtype {array.dtype}")
     return array
+
+
+def load_tensors(path: str | os.PathLike, what: str) -> Any:
+    """What ``torch.save`` wrote into ``path``, read onto the CPU safely (``weights_only=True``: plain
+    tensors and data, never code); ``what`` names the file in the one-line ``DataError`` for a
+    missing, damaged or foreign file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for damaged or foreign files
+        # torch's own message advises weights_only=False, which would run whatever the file holds
+        raise DataError(f"{path}: not a readable {what} ({_why_unreadable(error)}); it is damaged "
+                        "or was written by another program") from error
+
+
+def _why_unreadable(error: Exception) -> str:
+    text = str(error)
+    if "Unsupported global" in text or "weights_only" in text:
+        return "it holds objects other than tensors and plain data, which a safe load refuses"
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def sha256(data: bytes) -> str:
@@ -192,6 +229,51 @@ def disk_full_error(folder: str | os.PathLike, what: str, needed: int, then: str
     """The one-line ``DataError`` for a full disk: which folder, what needs how much, what to do."""
     return DataError(f"{folder}: the disk is full: {what}: about {format_bytes(needed)} needed, "
                      f"{format_bytes(free_bytes(folder))} free there; {then}")
+
+
+#: What is wrong and what to do, for an ``OSError`` of the user's machine, by its ``errno``.
+_OS_ADVICE = {
+    errno.EACCES: "permission denied: choose a path you may read and write, or change its permissions",
+    errno.EPERM: "not permitted: choose a path you may read and write, or change its permissions",
+    errno.EROFS: "the file system is read-only: choose a path on a writable disk",
+    errno.ENOSPC: "the disk is full: free some space, or choose a folder on another disk",
+    errno.EDQUOT: "your disk quota is used up: free some space, or choose a folder on another disk",
+    errno.EEXIST: "is in the way (it exists already): choose another path",
+    errno.ENOTDIR: "a part of this path is a file, not a folder: choose another path",
+    errno.EISDIR: "is a folder, where a file belongs: choose another path",
+    errno.ENOENT: "no such file or folder: check the path",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for an ``OSError`` of the environment (permissions, a full disk, a path in the way):
+    the path, what is wrong, what to do, and that the same command then goes on."""
+    where = error.filename if error.filename is not None else "segkit"
+    advice = _OS_ADVICE.get(error.errno)
+    if advice is None:
+        return f"{where}: {error.strerror or error}"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT) and error.filename is not None:
+        advice = f"{advice} ({format_bytes(free_bytes(Path(error.filename).parent))} free there)"
+    return f"{where}: {advice}; then run the same command again"
+
+
+#: The most pixels a frame size may ask for (8x Cityscapes' 2048x1024), unless the environment
+#: variable ``SEGKIT_MAX_PIXELS`` allows more: beyond, one frame's arrays need gigabytes of memory,
+#: and a typing slip (99999x99999) would run until the kernel kills the process.
+MAX_PIXELS = 4096 * 4096
+
+
+def check_frame_size(size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` (width, height) if it is within ``MAX_PIXELS`` (or ``$SEGKIT_MAX_PIXELS``), else a
+    ``ValueError`` saying the limit and how to raise it."""
+    limit = int(os.environ.get("SEGKIT_MAX_PIXELS", MAX_PIXELS))
+    width, height = size
+    if width * height > limit:
+        raise ValueError(f"size {width}x{height} is {width * height / 1e6:.1f} megapixels, above "
+                         f"segkit's limit of {limit / 1e6:.1f} (Cityscapes frames are 2048x1024, "
+                         "2.1): one frame's arrays would need gigabytes of memory; to allow it, set "
+                         f"SEGKIT_MAX_PIXELS={width * height}")
+    return size
 
 
 def parse_size(text: str) -> tuple[int, int]:

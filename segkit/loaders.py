@@ -1,4 +1,5 @@
-"""Training and validation loaders of a dataset root, single-process or one share per process.
+"""Training and validation loaders of a dataset root, single-process or one share per process,
+and the loader ``segkit test`` scores a split with (frames of one size per batch).
 
 Beside training rather than in ``segkit.datasets`` (which knows files, not training): under
 torchrun each process loads its own share through ``segkit.distributed``'s samplers.
@@ -7,6 +8,7 @@ torchrun each process loads its own share through ``segkit.distributed``'s sampl
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -47,3 +49,22 @@ def build_loaders(root: str | os.PathLike, config: TrainConfig) -> tuple[DataLoa
     val_loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, sampler=val_sampler,
                             num_workers=config.num_workers, pin_memory=pin)
     return train_loader, val_loader
+
+
+def scoring_loader(dataset: CityscapesSegmentation, *, batch_size: int, num_workers: int) -> DataLoader:
+    """The frames of ``dataset`` in order, in batches of at most ``batch_size`` consecutive frames
+    of one size: a user's own frames may differ in size, and such frames cannot share a batch."""
+    return DataLoader(dataset, batch_sampler=same_size_batches(dataset.image_sizes(), batch_size),
+                      num_workers=num_workers)
+
+
+def same_size_batches(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Indices 0.. in order, cut into batches of at most ``batch_size`` whose ``sizes`` are equal
+    (in order, so that a batch's predictions are the frames from its first index on)."""
+    batches: list[list[int]] = []
+    for index, size in enumerate(sizes):
+        if batches and len(batches[-1]) < batch_size and sizes[batches[-1][0]] == size:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches

@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import stat
 import time
 import zipfile
@@ -144,7 +145,9 @@ class Source:
                 yield from self._zip(zip_path.name).namelist()
             return
         for top in (layout.IMAGE_DIR, layout.LABEL_DIR):
-            for path in sorted((self.path / top).rglob("*.png")):
+            # {split}/{city}/*.png: a glob of fixed depth follows folders that are symbolic links
+            # (rglob does not), as a city linked in from another disk is
+            for path in sorted((self.path / top).glob("*/*/*.png")):
                 yield path.relative_to(self.path).as_posix()
 
     def _zip(self, name: str) -> zipfile.ZipFile:
@@ -157,8 +160,16 @@ def open_zip(path: Path) -> zipfile.ZipFile:
     """Open an official zip, refusing corrupt archives and members that could escape a folder."""
     try:
         archive = zipfile.ZipFile(path)
+    except PermissionError:
+        raise  # the user's permissions, not the zip: the command line says so
     except (zipfile.BadZipFile, OSError) as error:
         raise DataError(f"{path}: not a readable zip file, truncated or corrupt ({error})") from error
+    names = Counter(info.filename for info in archive.infolist())
+    twice = sorted(name for name, count in names.items() if count > 1)
+    if twice:  # zipfile would read the last copy: one frame's image could pass for another's
+        raise DataError(f"{path}: member {twice[0]} appears {names[twice[0]]} times"
+                        + (f" ({len(twice) - 1} more names too)" if len(twice) > 1 else "")
+                        + "; a zip must name every file once: it is damaged or was assembled wrong")
     for info in archive.infolist():
         member = PurePosixPath(info.filename.replace("\\", "/"))
         if member.is_absolute() or ".." in member.parts or re.match(r"^[A-Za-z]:", info.filename):
@@ -278,7 +289,8 @@ class _frame_results:
     def __init__(self, src: Source, out: Path, size, resample: str, frames: list[Frame],
                  workers: int):
         self.args = [(src, out, size, resample, frame) for frame in frames]
-        self.pool = multiprocessing.Pool(workers) if workers > 1 and len(frames) > 1 else None
+        self.pool = (multiprocessing.Pool(workers, initializer=_leave_interrupts_to_the_parent)
+                     if workers > 1 and len(frames) > 1 else None)
 
     def __enter__(self) -> Iterable[dict]:
         if self.pool is None:
@@ -289,6 +301,12 @@ class _frame_results:
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
+
+
+def _leave_interrupts_to_the_parent() -> None:
+    """Ctrl-C reaches every process of the terminal: the workers ignore it and the main process,
+    which stops them, says it in one line (rather than a traceback from every worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _convert_frame(args) -> dict:
@@ -343,17 +361,23 @@ def _where(src: Source, name: str) -> str:
 def _read_journal(path: Path, out: Path) -> tuple[dict[str, dict], int]:
     """Records of frames an earlier run finished whose files are all still intact, and how many
     recorded frames are not (their files missing or changed: to be redone)."""
+    records = _journal_records(path)
+    done = {stem: record for stem, record in records.items() if _intact(out, record)}
+    return done, len(records) - len(done)
+
+
+def _journal_records(path: Path) -> dict[str, dict]:
+    """The journal's latest record of every frame (a frame redone later: its latest record counts)."""
     if not path.exists():
-        return {}, 0
+        return {}
     records = {}
     for line in path.read_text().splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by an interruption: that frame is simply redone
-        records[record["stem"]] = record  # a frame redone later: its latest record counts
-    done = {stem: record for stem, record in records.items() if _intact(out, record)}
-    return done, len(records) - len(done)
+        records[record["stem"]] = record
+    return records
 
 
 def _intact(out: Path, record: dict) -> bool:
@@ -385,14 +409,55 @@ def read_manifest(root: str | os.PathLike) -> dict | None:
 
 
 def check_finished(root: str | os.PathLike) -> None:
-    """Refuse a root that ``prepare`` began but did not finish (killed, or out of space): its marker
-    is there, its manifest is not. Official roots and finished copies pass."""
+    """Refuse a root that ``prepare`` began but did not finish (killed, or out of space: its marker
+    is there, its manifest is not), or one with files of the manifest's missing or changed in size
+    since (a deleted frame would otherwise be trained without, in silence). One ``stat`` a file,
+    against the sizes in the journal. Official roots pass."""
     root = Path(root)
-    if (root / MARKER).is_file() and not (root / MANIFEST).is_file():
-        source = json.loads((root / MARKER).read_text()).get("source", {})
-        where = source.get("path", "SOURCE") if isinstance(source, dict) else "SOURCE"
+    if not (root / MARKER).is_file():
+        return
+    if not (root / MANIFEST).is_file():
         raise DataError(f"{root}: segkit prepare did not finish here (no {MANIFEST}); finish it by "
-                        f"running the same command again: segkit prepare --source {where} --out {root}")
+                        f"running the same command again: {prepare_command(root)}")
+    sizes = {name: size for record in _journal_records(root / JOURNAL).values()
+             for name, size in record.get("sizes", {}).items()}
+    files = read_manifest(root)["files"]
+    damaged = [name for name in files if not _as_written(root / name, sizes.get(name))]
+    if damaged:
+        raise DataError(f"{root}: {len(damaged)} of the {len(files)} files in its {MANIFEST} are "
+                        f"missing or changed ({root / damaged[0]} among them); segkit prepare "
+                        f"redoes them when run again: {prepare_command(root)}")
+
+
+def _as_written(path: Path, size: int | None) -> bool:
+    """Whether ``path`` is there, with ``size`` bytes where the journal recorded it."""
+    try:
+        written = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    return size is None or written == size
+
+
+def prepare_command(root: Path) -> str:
+    """The ``segkit prepare`` command that made ``root`` (from its marker), to run again: the same
+    options, or the run is refused as another one."""
+    options = json.loads((root / MARKER).read_text())
+    source = options.get("source", {})
+    source = source.get("path", "SOURCE") if isinstance(source, dict) else "SOURCE"
+    selection = options.get("selection") or {}
+    presets = [name for name in layout.SUBSETS if resolve_selection(name) == selection]
+    if not presets and None in selection.values():  # every city of some splits: only the library
+        return f"segkit.prepare.prepare({source!r}, {str(root)!r}, select={selection!r}, ...)"
+    words = ["segkit prepare --source", source, "--out", str(root)]
+    if presets:
+        words += [] if presets[0] == "small" else ["--subset", presets[0]]
+    else:
+        words += ["--select", *(f"{split}={','.join(cities)}" for split, cities in selection.items())]
+    if options.get("size"):
+        words += ["--size", "x".join(map(str, options["size"]))]
+    if options.get("resample", "bilinear") != "bilinear":
+        words += ["--resample", options["resample"]]
+    return " ".join(words)
 
 
 def _manifest(options: dict, records: list[dict]) -> dict:

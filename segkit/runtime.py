@@ -45,10 +45,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+#: The largest seed: numpy's random state takes no more (it would take 2**32 as 0, in silence).
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int) -> int:
+    """``seed`` if it is one that ``seed_everything`` takes as it is, else a ``ValueError``."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed {seed}: give a whole number from 0 to {MAX_SEED} (2**32 - 1); numpy "
+                         "takes no larger seed, and a larger one would repeat a smaller one's run")
+    return seed
+
+
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (every GPU included)."""
+    """Seed Python, NumPy and torch (every GPU included); ``seed`` from 0 to ``MAX_SEED``."""
+    check_seed(seed)
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed)
     torch.manual_seed(seed)
 
 

@@ -19,12 +19,21 @@ from segkit.datasets import CityscapesSegmentation, check_has_labels, ensure_syn
 from segkit.engine import Callback, FitState, fit
 from segkit.inference import Inference, LabelIdWriter, evaluate, frame_peak_bytes, write_label_ids
 from segkit.io import DataError
-from segkit.loaders import build_loaders
+from segkit.loaders import build_loaders, scoring_loader
 from segkit.metrics import format_categories, format_table
 from segkit.models import build_model
-from segkit.models.registry import resolve_name
+from segkit.models.registry import MIN_INPUT_SIDE, resolve_name
 from segkit.prepare import check_finished, read_manifest
-from segkit.run import RunRecord, claim, continued_config, recorded_profile
+from segkit.run import (
+    TENSORBOARD,
+    RunRecord,
+    absolute,
+    claim,
+    continued_config,
+    owned,
+    recorded_data,
+    recorded_profile,
+)
 from segkit.runtime import cap_gpu_memory, describe_precision, gpu_memory_gib, resolve_device, seed_everything
 from segkit.step import probe_step, resolve_channels_last
 from segkit.transforms import eval_transforms
@@ -33,14 +42,16 @@ from segkit.transforms import eval_transforms
 def train_config(model: str, *, profile: str | None = None, data: str | os.PathLike | None = None,
                  out: str | os.PathLike | None = None, log_dir: str | os.PathLike | None = None,
                  model_options: dict[str, Any] | None = None, **changes: Any) -> TrainConfig:
-    """The profile's config for ``model`` with ``changes``; default folders named after the model."""
+    """The profile's config for ``model`` with ``changes``; default folders named after the model,
+    the TensorBoard log inside the run's folder (one log per run), the data as an absolute path."""
     name = resolve_name(model)
     config = profile_config(name, profile, **changes)
+    out = Path(out or Path("checkpoints", name))
     return config.replace(
         model_options={**config.model_options, **(model_options or {})},
-        data=None if data is None else str(data),
-        out=str(out or Path("checkpoints", name)),
-        log_dir=str(log_dir or Path("runs", name)),
+        data=None if data is None else absolute(data),
+        out=str(out),
+        log_dir=str(log_dir or out / TENSORBOARD),
     )
 
 
@@ -51,11 +62,12 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
     """Train ``model`` under a profile: the synthetic set when ``data`` is None, checkpoints, logs.
 
     ``resume`` continues ``out/last.pt`` as it was recorded (``segkit.run.continued_config``);
-    without it, ``out`` must be new or empty (``segkit.run.claim``). ``time_budget`` (seconds)
-    trains for that long instead of for epochs; giving ``epochs`` drops a profile's budget. The
-    folder gets ``last.pt``, ``best.pt`` and ``run.json`` (``segkit.run.RunRecord``). Under
-    torchrun every process runs this (``segkit.distributed``): process 0 makes the data, prints,
-    logs and checkpoints; ``callbacks`` run in every process.
+    without it, ``out`` must be new or empty (``segkit.run.claim``). One run at a time trains into
+    ``out`` (``segkit.run.owned``). ``time_budget`` (seconds) trains for that long instead of for
+    epochs; giving ``epochs`` drops a profile's budget. The folder gets ``last.pt``, ``best.pt``,
+    ``run.json`` (``segkit.run.RunRecord``) and, unless ``log_dir`` says otherwise, the TensorBoard
+    log. Under torchrun every process runs this (``segkit.distributed``): process 0 makes the data,
+    prints, logs and checkpoints; ``callbacks`` run in every process.
     """
     auto_batch = changes.get("batch_size") == "auto"
     if auto_batch:
@@ -63,39 +75,97 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
     if "epochs" in changes and not resume:
         changes.setdefault("time_budget", None)  # epochs asked for: not the profile's budget
     folder = Path(out or Path("checkpoints", resolve_name(model)))
-    if resume:
-        profile = recorded_profile(folder, profile)
-        if log_dir is not None:
-            changes["log_dir"] = str(log_dir)
-        config = continued_config(folder / "last.pt", model, data=data, model_options=model_options,
-                                  **changes)
-        auto_batch = False  # the run keeps its recorded batch
-    else:
-        claim(folder)
-        config = train_config(model, profile=profile, data=data, out=folder, log_dir=log_dir,
-                              model_options=model_options, **changes)
-    with distributed.process_group(config.device):
-        main = distributed.is_main_process()
-        root = config.data or distributed.main_process_first(
-            lambda: ensure_synthetic(get_profile(profile), progress=progress and main))
-        check_finished(root)
-        config = config.replace(data=str(root))
-        batch_note = None
-        if auto_batch:
-            batch, batch_note = auto_batch_size(config)
-            config = config.replace(batch_size=batch)
-        config = resolve_channels_last(config, resolve_device(config.device))
-        train_loader, val_loader = build_loaders(root, config)
-        net = distributed.main_process_first(lambda: _build_model(config))  # weights made once
-        observers = []
-        if main:
-            _print_header(net, config, train_loader, val_loader, describe_profile(profile), batch_note)
-            observers = [ProgressBar(min(len(train_loader), config.max_iters or len(train_loader)),
-                                     disable=not progress),
-                         PrintMetrics(), TensorBoardLogger(config.log_dir), Checkpointer(config.out),
-                         RunRecord(config.out, profile=profile_name(profile))]
-        return fit(net, train_loader, val_loader, config, [*observers, *callbacks],
-                   resume=folder / "last.pt" if resume else None)
+    with owned(folder, owner=distributed.launch_rank() == 0, create=not resume):
+        if resume:
+            profile = recorded_profile(folder, profile)
+            if log_dir is not None:
+                changes["log_dir"] = str(log_dir)
+            config = continued_config(folder / "last.pt", model, data=data,
+                                      model_options=model_options, **changes)
+            auto_batch = False  # the run keeps its recorded batch
+        else:
+            claim(folder)
+            config = train_config(model, profile=profile, data=data, out=folder, log_dir=log_dir,
+                                  model_options=model_options, **changes)
+        check_device_fits_profile(profile, config.device)
+        check_trainable_sizes(config)
+        with distributed.process_group(config.device):
+            return _train_in_group(config, profile, auto_batch=auto_batch, callbacks=callbacks,
+                                   progress=progress, resume=folder / "last.pt" if resume else None)
+
+
+def _train_in_group(config: TrainConfig, profile: str | None, *, auto_batch: bool,
+                    callbacks: Sequence[Callback], progress: bool, resume: Path | None) -> FitState:
+    """The data, the model and the observers of a run, then ``fit``, in this process of the group."""
+    main = distributed.is_main_process()
+    root = config.data or absolute(distributed.main_process_first(
+        lambda: ensure_synthetic(get_profile(profile), progress=progress and main)))
+    check_finished(root)
+    config = config.replace(data=str(root))
+    batch_note = None
+    if auto_batch:
+        batch, batch_note = auto_batch_size(config)
+        config = config.replace(batch_size=batch)
+    config = resolve_channels_last(config, resolve_device(config.device))
+    train_loader, val_loader = build_loaders(root, config)
+    net = distributed.main_process_first(lambda: _build_model(config))  # weights made once
+    observers, record = [], None
+    if main:
+        _print_header(net, config, train_loader, val_loader, describe_profile(profile), batch_note)
+        record = RunRecord(config.out, profile=profile_name(profile),
+                           batch=min(config.batch_size, len(train_loader.sampler)))
+        observers = [ProgressBar(min(len(train_loader), config.max_iters or len(train_loader)),
+                                 disable=not progress),
+                     PrintMetrics(), TensorBoardLogger(config.log_dir), Checkpointer(config.out),
+                     record]
+    try:
+        return fit(net, train_loader, val_loader, config, [*observers, *callbacks], resume=resume)
+    except KeyboardInterrupt:
+        if record is not None:
+            record.interrupted("interrupted (Ctrl-C)")
+        raise KeyboardInterrupt(_how_to_go_on(Path(config.out))) from None
+    except BaseException as error:
+        if record is not None:
+            record.interrupted(f"{type(error).__name__}: {error}")
+        raise
+
+
+def _how_to_go_on(folder: Path) -> str:
+    """What an interrupted run leaves in ``folder`` and the command that goes on from it."""
+    if (folder / "last.pt").is_file():
+        return (f"{folder / 'last.pt'} keeps the last epoch saved: continue it with the same "
+                "command and -c")
+    return f"nothing was saved in {folder} yet: run the same command again to start over"
+
+
+#: Profiles made for a CUDA GPU: on a CPU one of their steps takes minutes.
+GPU_PROFILES = ("laptop", "gpu")
+
+
+def check_device_fits_profile(profile: str | None, device: str) -> None:
+    """Refuse a GPU profile that ``--device auto`` would run on the CPU, saying what to use; with an
+    explicit ``--device cpu`` it runs, said loudly."""
+    name = profile_name(profile)
+    if name not in GPU_PROFILES or resolve_device(device).type != "cpu":
+        return
+    recipe = get_profile(name).train
+    width, height = recipe["size"]
+    what = (f"--profile {name} is made for a CUDA GPU ({width}x{height} crops, batch "
+            f"{recipe['batch_size']}, amp {recipe['amp']}), and on this machine's CPU one of its "
+            "steps takes minutes")
+    if device == "auto":
+        raise DataError(f"{what}: use --profile cpu (or auto), or give --device cpu to train it on "
+                        "the CPU all the same")
+    print(f"note: {what}; training it on the CPU as --device {device} asks", flush=True)
+
+
+def check_trainable_sizes(config: TrainConfig) -> None:
+    """Refuse training crops or validation frames too small for the models before training, rather
+    than fail at the first step or, for validation, after a whole epoch."""
+    for flag, size in (("--size", config.size), ("--val-size", config.val_size)):
+        if size is not None and min(size) < MIN_INPUT_SIDE:
+            raise DataError(f"{flag} {size[0]}x{size[1]}: too small; the models need at least "
+                            f"{MIN_INPUT_SIDE} pixels a side (e.g. {flag} 256x128)")
 
 
 def _build_model(config: TrainConfig):
@@ -155,7 +225,7 @@ def test(checkpoint: str | os.PathLike, *, model: str | None = None,
     """
     net, saved = model_from_checkpoint(checkpoint, expected=model)
     config = TrainConfig.from_dict(saved["config"])
-    root = data or config.data
+    root = data or recorded_data(config.data, None, Path(checkpoint))
     if root is None:
         raise DataError(f"{checkpoint}: no dataset recorded; give --data")
     check_finished(root)
@@ -165,7 +235,7 @@ def test(checkpoint: str | os.PathLike, *, model: str | None = None,
     labelled = _has_labels(dataset, refuse=save_labelids is None)
     run_device = resolve_device(device)
     net.to(run_device)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    loader = scoring_loader(dataset, batch_size=batch_size, num_workers=num_workers)
     writer = None if save_labelids is None else LabelIdWriter(
         save_labelids, dataset.images, scheme=config.label_scheme,
         options={"checkpoint": str(checkpoint), "data": str(root), "split": split,
@@ -188,8 +258,9 @@ def test(checkpoint: str | os.PathLike, *, model: str | None = None,
     print(f"\n{scores['seconds'] / scores['images']:.3f} s per frame ({scores['images']} frames, "
           f"reading included); peak memory {peak / 2**20:.0f} MB for one frame ({how})")
     if writer is not None:
-        print(f"wrote {writer.written} labelIds PNGs into {save_labelids} "
-              "(cityscapesScripts: CITYSCAPES_RESULTS=that folder csEvalPixelLevelSemanticLabeling)")
+        print(f"wrote {writer.written} labelIds PNGs into {save_labelids} (the official evaluator: "
+              "CITYSCAPES_RESULTS=that folder csEvalPixelLevelSemanticLabeling, under numpy older "
+              "than 2.4, which removed the np.in1d it calls; its scores equal the ones above)")
     return scores
 
 

@@ -21,11 +21,15 @@ STD = (0.229, 0.224, 0.225)
 PAD_FILL = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
 
 
-def to_model_input() -> v2.Compose:
-    """uint8 image -> float32 in [0, 1] -> normalised; masks stay int64."""
+def to_model_input(*, inplace: bool = False) -> v2.Compose:
+    """uint8 image -> float32 in [0, 1] -> normalised; masks stay int64.
+
+    ``inplace`` normalises the float copy in place, so a large photo needs one float copy (12 bytes
+    a pixel), not two; only for uint8 images, whose float copy is new (a float image would change).
+    """
     return v2.Compose([
         v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-        v2.Normalize(MEAN, STD),
+        v2.Normalize(MEAN, STD, inplace=inplace),
     ])
 
 

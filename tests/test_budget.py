@@ -4,7 +4,7 @@ import pytest
 import torch
 from test_engine import StopAfter, config, loaders, small_fcn
 
-from segkit import budget
+from segkit import budget, engine
 from segkit.budget import StepPlan, format_duration, parse_duration
 from segkit.callbacks import Checkpointer
 from segkit.checkpoints import load_checkpoint
@@ -107,3 +107,39 @@ def test_a_larger_budget_reopens_a_finished_plan():
     larger.revise(81, 240.0, 250.0)
     larger.revise(83, 246.0, 256.0)
     assert larger.total_steps > 83 and larger.out_of_time(larger.total_steps, 500.0, 510.0)
+
+
+class SlowingTicks(Ticks):
+    """The deterministic clock on a machine that another program takes over: a batch costs one
+    second, then four from batch ``slow_from`` on; a validation two seconds at the same pace."""
+
+    def __init__(self, monkeypatch, slow_from):
+        super().__init__(monkeypatch)
+        self.batches, self.slow_from = 0, slow_from
+        validate = engine.validate
+
+        def timed_validate(*args, **kwargs):
+            self.now += 2.0 * self.pace
+            return validate(*args, **kwargs)
+
+        monkeypatch.setattr(engine, "validate", timed_validate)
+
+    @property
+    def pace(self):
+        return 4.0 if self.batches >= self.slow_from else 1.0
+
+    def on_batch_end(self, state):
+        self.batches += 1
+        self.now += self.pace
+
+
+def test_a_run_on_a_machine_that_slows_down_says_so_and_ends_within_its_budget(monkeypatch, capsys):
+    ticks = SlowingTicks(monkeypatch, slow_from=5)
+    torch.manual_seed(0)
+    state = fit(small_fcn(), *loaders(batch_size=2),
+                config(time_budget=30, scheduler="linear", log_every=1), [ticks])
+    assert state.plan.done and state.stop is None
+    assert 20 <= state.seconds <= 30  # to the end of the final validation, at the slow pace
+    note = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and "4.0x the 1.00 s at the start" in note[0]
+    assert "another program" in note[0] and "within its 30 s budget" in note[0]

@@ -60,7 +60,9 @@ def test_original_train_command_trains_on_synthetic_data(trained):
     assert "epoch   2/2" in result.stdout and "mIoU" in result.stdout
     checkpoint = load_checkpoint(work / "checkpoints" / "my_fcn" / "last.pt")
     assert checkpoint["epoch"] == 2
-    assert list((work / "runs" / "my_fcn").glob("events.out.tfevents.*"))
+    # the run's own TensorBoard log, inside its folder: TensorBoard shows each run apart
+    assert list((work / "checkpoints" / "my_fcn" / "tensorboard").glob("events.out.tfevents.*"))
+    assert not (work / "runs").exists()
 
 
 def test_train_refuses_to_overwrite_and_resumes(trained, capsys, monkeypatch):
@@ -207,7 +209,9 @@ def test_continue_refuses_another_recipe_in_one_line(one_epoch_run, tmp_path, ca
     model = [] if "-m" in flags else ["-m", "my_fcn"]
     assert main(["train", *model, *flags, "-n", "2", "--out", str(out), "-c", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert message in err and "drop" in err and err.count("\n") == 1
+    # -m is required: the way on is to give the recorded model, not to drop the flag
+    fix = "give -m my_fcn to continue it" if "-m" in flags else f"drop {flags[0]} to continue it"
+    assert message in err and fix in err and err.count("\n") == 1
 
 
 def test_continue_takes_data_and_recipe_from_the_run(one_epoch_run, prepared_root, tmp_path, capsys):
@@ -355,3 +359,46 @@ def test_deeplab_options_on_another_model_are_one_line(prepared_root, tmp_path, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "of -m deeplab only, not of my_fcn" in err and "Traceback" not in err
     assert not (tmp_path / "ck").exists()
+
+
+def test_predict_into_the_folder_it_reads_is_one_line_not_no_images(tiny_checkpoint, prepared_root,
+                                                                   tmp_path, capsys):
+    photos = tmp_path / "pio"
+    photos.mkdir()
+    for frame in sorted((prepared_root / "leftImg8bit" / "val").glob("*/*.png"))[:2]:
+        (photos / frame.name).write_bytes(frame.read_bytes())
+    assert main(["predict", str(photos), "--checkpoint", str(tiny_checkpoint), "--out", str(photos),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{photos}: is the output folder" in err and "no images" not in err
+    assert sorted(p.name for p in photos.iterdir()) == sorted(
+        p.name for p in sorted((prepared_root / "leftImg8bit" / "val").glob("*/*.png"))[:2])
+
+
+def test_test_scores_frames_of_different_sizes(tiny_checkpoint, prepared_root, tmp_path, capsys):
+    import shutil
+
+    root = shutil.copytree(prepared_root, tmp_path / "mine")
+    frame = sorted((root / "leftImg8bit" / "val").glob("*/*.png"))[1]
+    stem = frame.name.removesuffix("_leftImg8bit.png")
+    for path in [frame, *frame.parent.parent.parent.parent.glob(f"gtFine/val/*/{stem}_*.png")]:
+        with Image.open(path) as image:  # a user's own frame of another size
+            image.resize((192, 96), Image.Resampling.NEAREST).save(path)
+    (root / "manifest.json").unlink()
+    (root / "prepare.json").unlink()  # no longer segkit's prepared copy: a user's own root
+    results = tmp_path / "results"
+    assert main(["test", "--checkpoint", str(tiny_checkpoint), "--data", str(root),
+                 "--save-labelids", str(results)]) == 0
+    assert "mIoU" in capsys.readouterr().out
+    with Image.open(results / f"{stem}_gtFine_labelIds.png") as written:
+        assert written.size == (192, 96)  # every frame's prediction under its own name and size
+
+
+def test_a_pretrained_backbone_that_is_not_weights_is_one_line(prepared_root, tmp_path, capsys):
+    evil = tmp_path / "evil.pth"
+    Image.new("RGB", (8, 8)).save(evil, format="PNG")
+    assert main(["train", "-m", "deeplab", "--profile", "ci", "--data", str(prepared_root), "-n", "1",
+                 "--pretrained-backbone", str(evil), "--out", str(tmp_path / "ck"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{evil}: not a readable --pretrained-backbone file" in err
+    assert "weights_only" not in err and "Traceback" not in err

@@ -117,8 +117,14 @@ def test_bad_roots_and_files(source_copy, tmp_path):
         CityscapesSegmentation(source_copy, "train")
     val_label = layout.label_path(source_copy, "val", "frankfurt", "frankfurt_000000_000019")
     val_label.write_bytes(b"not a png")
-    with pytest.raises(DataError, match=f"{val_label}: cannot decode image"):
+    with pytest.raises(DataError, match=f"{val_label}: not an image Pillow can read") as info:
         CityscapesSegmentation(source_copy, "val")[0]
+    assert "BytesIO" not in str(info.value)  # Pillow's own message names its in-memory buffer
+    val_label.write_bytes(b"")
+    with pytest.raises(DataError, match=f"{val_label}: an empty file"):
+        CityscapesSegmentation(source_copy, "val")[0]
+    with pytest.raises(DataError, match="is a file, not a dataset folder"):  # --data some.png
+        CityscapesSegmentation(val_label)
 
 
 def test_label_of_other_size_or_unknown_id_is_named(source_copy):

@@ -228,3 +228,60 @@ def test_protocols_side_by_side_score_the_labels_each_names(tiny_checkpoint, pre
     assert table.loc["proxy", "global acc"] != pytest.approx(table.loc["whole", "global acc"])
     assert table.loc["proxy", "peak MB"] < table.loc["whole", "peak MB"]
     assert (table["s/frame"] > 0).all()
+
+
+@pytest.mark.parametrize("recipe", [
+    {"size": (40, 24)},
+    {"size": (40, 24), "keep_ratio": True, "flip": True, "scales": (0.75, 1.0, 1.25)},
+    {"mode": "slide", "window": (24, 16), "stride": (10, 7)},
+    {"mode": "slide", "window": (24, 16), "size": (50, 30), "flip": True},
+], ids=["whole", "whole-tta", "slide", "slide-resized-tta"])
+@torch.inference_mode()
+def test_class_maps_in_bands_are_the_argmax_of_the_scores(recipe, monkeypatch):
+    from segkit import inference
+
+    monkeypatch.setattr(inference, "BAND_PIXELS", 300)  # many bands, even at this size
+    model, images = mirror_symmetric(), torch.randn(2, 3, 61, 107)
+    inference_ = Inference(**recipe)
+    expected = inference_(model, images).argmax(1)
+    assert torch.equal(inference_.classes(model, images).long(), expected)
+
+
+@pytest.mark.parametrize("recipe", [{"size": (64, 32), "keep_ratio": True},
+                                    {"mode": "slide", "window": (64, 32)}], ids=["whole", "slide"])
+def test_memory_of_a_class_map_grows_with_the_image_not_with_its_class_scores(recipe, monkeypatch):
+    from segkit import inference
+    from segkit.planner import peak_cpu_bytes
+
+    monkeypatch.setattr(inference, "BAND_PIXELS", 4096)
+    model, images = pointwise(), torch.randn(1, 3, 600, 800)
+    scores = 19 * 4 * 600 * 800  # every class's score at the image's size, in float32
+
+    @torch.inference_mode()
+    def classes():
+        Inference(**recipe).classes(model, images)
+
+    peak = peak_cpu_bytes(classes)
+    assert peak < scores / 4, f"{peak / 1e6:.1f} MB for a {scores / 1e6:.1f} MB score map"
+
+
+def test_thin_photos_and_small_scales_are_padded_for_the_models(tiny_checkpoint, tmp_path, capsys):
+    from segkit.cli import main
+
+    Image.new("RGB", (1, 500), (120, 80, 40)).save(tmp_path / "thin.png")
+    for out, flags in (("thin", []), ("small", ["--tta", "ms", "--scales", "0.001,1"])):
+        assert main(["predict", str(tmp_path / "thin.png"), "--checkpoint", str(tiny_checkpoint),
+                     "--out", str(tmp_path / out), "--quiet", *flags]) == 0
+        with Image.open(tmp_path / out / "thin_trainIds.png") as image:
+            assert image.size == (1, 500)
+
+
+def test_a_scale_too_large_to_hold_is_refused_before_any_file(tiny_checkpoint, tmp_path, capsys):
+    from segkit.cli import main
+
+    Image.new("RGB", (64, 32)).save(tmp_path / "photo.png")
+    assert main(["predict", str(tmp_path / "photo.png"), "--checkpoint", str(tiny_checkpoint), "--out",
+                 str(tmp_path / "out"), "--tta", "ms", "--scales", "1,100"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "scale 100 of a 128x64 frame: size 12800x6400" in err
+    assert "SEGKIT_MAX_PIXELS" in err and not (tmp_path / "out").exists()

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from segkit.io import DataError
 from segkit.models import (
     DeepLabV3Plus,
     PretrainedWeightsUnavailable,
@@ -326,7 +327,7 @@ def test_pretrained_backbone_from_a_local_file(tmp_path: Path, no_download) -> N
 
 def test_pretrained_backbone_file_errors_name_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pth"
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(DataError, match="nope.pth"):
         build_model("deeplab", backbone=BACKBONE, pretrained_backbone=missing,
                     allow_random_init=True)
 
@@ -339,6 +340,31 @@ def test_pretrained_backbone_file_errors_name_the_file(tmp_path: Path) -> None:
     torch.save(random_classifier_state_dict(), tmp_path / "mnv3.pth")
     with pytest.raises(ValueError, match=r"mnv3\.pth"):  # MobileNet weights for a ResNet
         build_model("deeplab", backbone="resnet50", pretrained_backbone=tmp_path / "mnv3.pth")
+
+
+class Touches:
+    """A pickle that, loaded unsafely, would create a file: code run from a weights file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+@pytest.mark.parametrize("content", ["code", "png"])
+def test_a_pretrained_backbone_file_that_is_not_weights_is_refused_safely(tmp_path: Path, content) -> None:
+    path = tmp_path / "weights.pth"
+    if content == "code":
+        torch.save(Touches(tmp_path / "code-ran"), path)
+    else:
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(DataError) as info:
+        build_model("deeplab", backbone=BACKBONE, pretrained_backbone=path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a readable --pretrained-backbone file")
+    assert "weights_only" not in message and "\n" not in message  # never the unsafe advice
+    assert not (tmp_path / "code-ran").exists()
 
 
 def test_pretrained_backbone_from_the_torch_hub_cache(hub_dir: Path, no_download) -> None:

@@ -263,6 +263,17 @@ def test_zip_with_symlink_member_is_refused(source_copy, tmp_path):
         prepare.prepare(source_copy, tmp_path / "out", progress=False)
 
 
+def test_zip_naming_a_member_twice_is_refused(source_copy, tmp_path):
+    images = source_copy / layout.IMAGES_ZIP
+    train_frame = f"leftImg8bit/train/hamburg/{STEM}_leftImg8bit.png"
+    val_frame = layout.image_path(source_copy, "val", "frankfurt", "frankfurt_000000_000019")
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(images, "a") as archive:
+        archive.writestr(train_frame, val_frame.read_bytes())  # a val frame posing as hamburg's
+    with pytest.raises(DataError, match=f"{layout.IMAGES_ZIP}: member {train_frame} appears 2 times"):
+        prepare.prepare(source_copy, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_truncated_zip_is_refused(source_copy, tmp_path):
     path = source_copy / layout.IMAGES_ZIP
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -310,6 +321,17 @@ def test_corrupt_png_in_folder_is_named(source_copy, tmp_path):
     path.write_bytes(path.read_bytes()[:60])
     with pytest.raises(DataError, match=f"{path}: cannot decode image"):
         prepare.prepare(root, tmp_path / "out", progress=False)
+
+
+def test_a_city_folder_linked_from_another_disk_is_followed(source_copy, tmp_path):
+    root = folder_source(source_copy)
+    for top in (layout.IMAGE_DIR, layout.LABEL_DIR):
+        city, moved = root / top / "train" / "hamburg", tmp_path / "elsewhere" / top
+        moved.parent.mkdir(exist_ok=True)
+        city.rename(moved)
+        city.symlink_to(moved, target_is_directory=True)
+    result = prepare.prepare(root, tmp_path / "out", progress=False)
+    assert result["counts"] == {"train": {"hamburg": 3}, "val": {"frankfurt": 3}}
 
 
 def test_image_without_label_is_named(source_copy, tmp_path):
@@ -398,3 +420,34 @@ def test_cli_prepare_with_selection_and_size(synthetic_source, tmp_path, capsys)
     assert "prepared 3 frames" in capsys.readouterr().out
     assert Image.open(next(out.rglob("*_leftImg8bit.png"))).size == (64, 32)
     assert os.path.exists(out / "manifest.json")
+
+
+def test_a_prepared_root_missing_a_file_is_refused_until_prepare_redoes_it(synthetic_source, tmp_path,
+                                                                          capsys):
+    out = tmp_path / "pk"
+    prepare.prepare(synthetic_source, out, size=(128, 64), resample="area", progress=False)
+    image = layout.image_path(out, "train", "hamburg", "hamburg_000001_000019")
+    image.unlink()
+    train = ["train", "-m", "my_fcn", "--profile", "ci", "--data", str(out), "-n", "1",
+             "--out", str(tmp_path / "ck"), "--quiet"]
+    assert main(train) == 2  # not trained on 2 of the 3 frames in silence
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"1 of the 18 files in its manifest.json are missing or changed ({image}" in err
+    command = err.split("when run again: ")[1].split()
+    assert command[:2] == ["segkit", "prepare"] and "--size 128x64 --resample area" in " ".join(command)
+    assert main([*command[1:], "--quiet"]) == 0  # the advice, followed, works
+    assert "1 converted now, 1 of them redone" in capsys.readouterr().out
+    prepare.check_finished(out)
+
+
+def test_an_unfinished_prepare_names_the_command_with_its_options(synthetic_source, tmp_path, capsys):
+    out = tmp_path / "pk"
+    prepare.prepare(synthetic_source, out, select={"train": ["hamburg"]}, size=(128, 64),
+                    resample="area", progress=False)
+    (out / prepare.MANIFEST).unlink()  # as a prepare killed before its end leaves it
+    with pytest.raises(DataError) as info:
+        prepare.check_finished(out)
+    command = str(info.value).split("running the same command again: ")[1].split()
+    assert main([*command[1:], "--quiet"]) == 0  # accepted as the same run, not refused as another
+    prepare.check_finished(out)

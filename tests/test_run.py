@@ -7,8 +7,10 @@ import shutil
 
 import pytest
 import torch
+from test_budget import Ticks
 
 from segkit import course as course_module
+from segkit import training
 from segkit.budget import format_duration, parse_duration
 from segkit.checkpoints import load_checkpoint
 from segkit.cli import main
@@ -80,23 +82,41 @@ def _budget(seconds):
     return ["--time-budget", f"{math.ceil(seconds)}s"]
 
 
-def test_a_time_budget_run_ends_and_continues_with_more_minutes(prepared_root, tmp_path, capsys):
+@pytest.fixture
+def ticking(monkeypatch):
+    """``segkit train`` on the deterministic clock of the exact-resume test (one second a batch),
+    so that what a budget allows does not depend on how fast or busy the machine is."""
+    ticks = Ticks(monkeypatch)
+    real_fit = training.fit
+
+    def fit_on_ticks(net, train_loader, val_loader, config, callbacks, **options):
+        return real_fit(net, train_loader, val_loader, config, [*callbacks, ticks], **options)
+
+    monkeypatch.setattr(training, "fit", fit_on_ticks)
+    return ticks
+
+
+def test_a_time_budget_run_ends_and_continues_with_more_minutes(prepared_root, tmp_path, capsys,
+                                                                ticking):
+    def train(*flags):  # batches of one: three steps an epoch, each epoch validated
+        return _train(*flags, "--batch-size", "1")
+
     out = tmp_path / "ck"
-    assert _train("--profile", "ci", "--data", str(prepared_root), "--time-budget", "3s",
-                  "--scheduler", "linear", "--out", str(out), "--log-dir", str(tmp_path / "tb")) == 0
+    assert train("--profile", "ci", "--data", str(prepared_root), "--time-budget", "4s",
+                 "--scheduler", "linear", "--out", str(out), "--log-dir", str(tmp_path / "tb")) == 0
     printed = capsys.readouterr().out
-    assert "a 3 s budget of 128x64 crops" in printed and "time budget 3 s spent" in printed
+    assert "a 4 s budget of 128x64 crops" in printed and "time budget 4 s spent" in printed
     record = read_record(out)
     assert record["plan"]["done"] and record["status"] == "finished"
     spent = record["train_seconds"]
 
-    assert _train("--out", str(out), "-c") == 2
+    assert train("--out", str(out), "-c") == 2
     err = capsys.readouterr().err
     assert "this run is finished" in err and "-c --time-budget " in err
-    assert _train("--out", str(out), "-c", "-n", "9") == 2
+    assert train("--out", str(out), "-c", "-n", "9") == 2
     assert "planned by a time budget; continue it the same way (--time-budget)" in capsys.readouterr().err
-    more = _budget(spent + 3)
-    assert _train("--out", str(out), "-c", *more) == 0
+    more = _budget(spent + 6)
+    assert train("--out", str(out), "-c", *more) == 0
     assert f"re-planned over {format_duration(parse_duration(more[1]))}" in capsys.readouterr().out
     continued = load_checkpoint(out / "last.pt")
     assert continued["seconds"] > spent and continued["plan"]["done"]
@@ -130,3 +150,148 @@ def test_continuing_a_constant_schedule_with_more_minutes_says_no_decay():
     linear = recorded.replace(scheduler="linear")
     assert "about 50% of its peak" in _stretched_note(linear, linear.replace(time_budget=120.0),
                                                       {"seconds": 60.0})
+
+
+def _ci(data, out, *flags):
+    return _train("--profile", "ci", "--data", str(data), "-n", "1", "--max-iters", "1",
+                  "--out", str(out), *flags)
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_trains(prepared_root, tmp_path,
+                                                                            capsys, monkeypatch):
+    out, second = tmp_path / "ck", []
+    check = training.check_finished
+
+    def second_run_starts(root):  # the first run holds the folder, and has written nothing yet
+        if not second:
+            second.append("started")
+            second.append(_ci(prepared_root, out, "--seed", "2"))
+        return check(root)
+
+    monkeypatch.setattr(training, "check_finished", second_run_starts)
+    assert _ci(prepared_root, out, "--seed", "1") == 0
+    assert second == ["started", 2]
+    assert f"{out}: another segkit run is training into this folder (pid " in capsys.readouterr().err
+    assert load_checkpoint(out / "last.pt")["config"]["seed"] == 1 == read_record(out)["config"]["seed"]
+
+
+def test_the_data_is_recorded_absolute_and_continued_from_anywhere(prepared_root, tmp_path, capsys,
+                                                                   monkeypatch):
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "tdata").symlink_to(prepared_root)
+    (tmp_path / "elsewhere" / "tdata").mkdir(parents=True)  # another data set by the same name
+    monkeypatch.chdir(tmp_path / "here")
+    assert _ci("tdata", "ck") == 0
+    recorded = read_record(tmp_path / "here" / "ck")["config"]["data"]
+    assert recorded == str(tmp_path / "here" / "tdata")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert _train("--out", "../here/ck", "-c", "-n", "2", "--max-iters", "1") == 0
+    assert f"on {recorded}:" in capsys.readouterr().out
+    assert main(["test", "--checkpoint", "../here/ck/last.pt"]) == 0
+    assert f"on {recorded} val" in capsys.readouterr().out
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_with_the_same_command(
+        prepared_root, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    out = tmp_path / "ck"
+    real_save = torch.save
+
+    def full_disk(obj, file):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert _ci(prepared_root, out) == 2
+    assert "free some space and train again" in capsys.readouterr().err
+    assert read_record(out)["status"] == "stopped"  # not left saying "running"
+    monkeypatch.setattr(torch, "save", real_save)
+    assert _train("--out", str(out), "-c") == 2
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
+    assert _ci(prepared_root, out) == 0  # the advice followed: the same command again
+    assert "held a run that stopped before its first checkpoint" in capsys.readouterr().out
+    assert read_record(out)["status"] == "finished"
+
+
+def test_ctrl_c_is_one_line_the_record_says_stopped_and_c_goes_on(prepared_root, tmp_path, capsys,
+                                                                  monkeypatch):
+    out = tmp_path / "ck"
+    assert _ci(prepared_root, out) == 0
+
+    class CtrlC(training.PrintMetrics):
+        def on_batch_end(self, state):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "PrintMetrics", CtrlC)
+    try:
+        code = _train("--out", str(out), "-c", "-n", "2", "--max-iters", "1")
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped as a traceback")
+    err = capsys.readouterr().err
+    assert code == 130 and err.count("\n") == 1 and "interrupted (Ctrl-C)" in err
+    assert "last.pt keeps the last epoch saved: continue it with the same command and -c" in err
+    assert read_record(out)["status"] == "stopped" and "Ctrl-C" in read_record(out)["stopped"]
+    monkeypatch.undo()
+    assert _train("--out", str(out), "-c", "-n", "2", "--max-iters", "1") == 0
+    assert read_record(out)["status"] == "finished"
+
+
+@pytest.mark.parametrize("flag", ["--val-size", "--size"])
+def test_sizes_too_small_for_the_models_are_refused_before_training(prepared_root, tmp_path, capsys,
+                                                                    monkeypatch, flag):
+    monkeypatch.setattr(training, "fit", lambda *args, **options: pytest.fail("trained"))
+    try:
+        code = _ci(prepared_root, tmp_path / "ck", flag, "4x4")
+    except Exception as error:  # what the old code raised after a whole epoch
+        pytest.fail(f"a traceback: {error!r}")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"{flag} 4x4: too small" in err
+    monkeypatch.undo()
+    assert _ci(prepared_root, tmp_path / "ck", flag, "64x32") == 0  # the same folder is still free
+
+
+def test_a_gpu_profile_on_a_cpu_is_refused_unless_the_cpu_is_asked_for(prepared_root, tmp_path, capsys,
+                                                                       monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.setattr(training, "fit", lambda *args, **options: pytest.fail("trained in silence"))
+    assert _train("--profile", "laptop", "--data", str(prepared_root), "--out", str(tmp_path / "ck")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--profile laptop is made for a CUDA GPU" in err
+    assert "1024x512 crops, batch 8, amp fp16" in err and "--profile cpu" in err
+
+
+def test_a_run_record_missing_a_key_is_continued(tmp_path, prepared_root, capsys):
+    out = tmp_path / "ck"
+    assert _ci(prepared_root, out) == 0
+    record = read_record(out)
+    del record["started"]
+    (out / RUN_RECORD).write_text(json.dumps(record))
+    assert _train("--out", str(out), "-c", "-n", "2", "--max-iters", "1") == 0
+
+
+def test_the_memory_of_a_huge_batch_is_scaled_from_small_ones_not_built(tmp_path, monkeypatch):
+    from segkit.engine import FitState, build_optimizer, build_scheduler
+    from segkit.models import build_model
+    from segkit.run import RunRecord
+
+    config = TrainConfig(batch_size=100_000, size=(64, 32), amp="off")
+    net = build_model("my_fcn")
+    optimizer = build_optimizer(net, config)
+    state = FitState(net, config, optimizer, build_scheduler(optimizer, config, 1),
+                     torch.amp.GradScaler("cpu", enabled=False), torch.device("cpu"), 19)
+    built, randn = [], torch.randn
+
+    def small_batches_only(*shape, **options):
+        built.append(shape[0])
+        assert shape[0] <= 8, f"a batch of {shape[0]} built to measure memory"
+        return randn(*shape, **options)
+
+    monkeypatch.setattr(torch, "randn", small_batches_only)
+    record = RunRecord(tmp_path, batch=100_000)  # a split of 100000 frames or more
+    record.on_fit_start(state)
+    record.on_fit_end(state)
+    assert len(built) == 2  # two small batches, the growth per frame extended
+    assert read_record(tmp_path)["peak_mb"] > 1000  # scaled to the batch trained on

@@ -35,6 +35,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.mobilenetv3 import MobileNetV3, _mobilenet_v3_conf
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from segkit.io import DataError, load_tensors
 from segkit.labels import NUM_CLASSES
 from segkit.models.registry import register_model
 
@@ -96,11 +97,10 @@ def imagenet_state_dict(weights: WeightsEnum) -> dict[str, Tensor]:
     )
     if path.is_file():
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
+            return load_tensors(path, "torch hub cache file")
+        except DataError as err:
             raise PretrainedWeightsUnavailable(
-                f"the cached weights file {path} could not be read ({type(err).__name__}: {err}); "
-                f"it may be truncated: delete it and retry. {how_to_fix}"
+                f"{err}: it may be truncated: delete it and retry. {how_to_fix}"
             ) from err
     if url in _FAILED_DOWNLOADS:
         raise PretrainedWeightsUnavailable(
@@ -120,9 +120,7 @@ def imagenet_state_dict(weights: WeightsEnum) -> dict[str, Tensor]:
 
 def _read_state_dict_file(path: Path) -> dict[str, Tensor]:
     """A state dict saved with ``torch.save(net.state_dict(), path)``, loaded safely."""
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained_backbone file {path} does not exist")
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    state_dict = load_tensors(path, "--pretrained-backbone file")
     if not isinstance(state_dict, dict):
         kind = type(state_dict).__name__
         raise ValueError(f"pretrained_backbone file {path} holds a {kind}, not a state dict")
