@@ -489,7 +489,10 @@ def validate(model: nn.Module, loader: Iterable, *, num_classes: int, device: to
     receives every batch's predictions (N, H, W) and the loader position of its first frame (e.g.
     to write them as files). With ``state`` (during ``fit``), the first batch's first image, mask
     and prediction are kept for pictures (TensorBoard). Also returned: ``seconds``, ``images`` and
-    ``finite`` (no NaN or inf logits in any process).
+    ``finite`` (no NaN or inf logits in any process). A ``forward`` with a ``classes`` method (a
+    ``segkit.inference.Inference``) gives the class maps directly when neither a loss nor ``state``
+    asks for the scores, so that memory grows with the labels, not with the classes times them;
+    ``finite`` is then not checked.
 
     With ``criterion`` (a loss of ``segkit.losses.build_loss``: ``fit`` passes the one it trains
     with, class weights included) also ``loss``, its mean over the whole split::
@@ -507,6 +510,8 @@ def validate(model: nn.Module, loader: Iterable, *, num_classes: int, device: to
         raise ValueError("a validation loss needs logits, and a forward of several passes (flip, "
                          "scales) averages probabilities: score its loss with a single pass")
     dtype = autocast_dtype(amp, device)
+    # Scores are needed for a loss and for training's finite check; scoring alone needs classes
+    classes_only = criterion is None and state is None and hasattr(forward, "classes")
     model.eval()
     matrix = ConfusionMatrix(num_classes, device=device)
     finite = torch.ones((), dtype=torch.bool, device=device)  # no NaN or inf logits so far
@@ -517,9 +522,12 @@ def validate(model: nn.Module, loader: Iterable, *, num_classes: int, device: to
             break
         images, masks = images.to(device), masks.to(device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(images) if forward is None else forward(model, images, masks.shape[-2:])
-            pred = logits.argmax(1)  # (N, H, W)
-            finite &= logits.isfinite().all()
+            if classes_only:  # class maps in bands: the scores never held at the labels' full size
+                pred = forward.classes(model, images, masks.shape[-2:]).to(device, torch.int64)
+            else:
+                logits = model(images) if forward is None else forward(model, images, masks.shape[-2:])
+                pred = logits.argmax(1)  # (N, H, W)
+                finite &= logits.isfinite().all()
         if criterion is not None:
             loss_terms += _loss_terms(criterion, logits.float(), masks)
         if on_batch is not None:

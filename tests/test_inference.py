@@ -17,6 +17,7 @@ from segkit.inference import (
     read_image,
 )
 from segkit.io import DataError
+from segkit.metrics import ConfusionMatrix
 
 
 def pointwise(classes=19, seed=0):
@@ -263,6 +264,27 @@ def test_memory_of_a_class_map_grows_with_the_image_not_with_its_class_scores(re
 
     peak = peak_cpu_bytes(classes)
     assert peak < scores / 4, f"{peak / 1e6:.1f} MB for a {scores / 1e6:.1f} MB score map"
+
+
+def test_scoring_a_split_takes_class_maps_in_bands_not_full_size_scores(monkeypatch):
+    from segkit import inference
+
+    monkeypatch.setattr(inference, "BAND_PIXELS", 4096)
+    model, images = pointwise(), torch.randn(2, 3, 96, 160)
+    masks = torch.randint(0, 19, (2, 96, 160))
+    recipe = Inference("slide", window=(64, 32))
+    with torch.inference_mode():
+        expected = recipe(model, images).argmax(1)
+    matrix = ConfusionMatrix(19)
+    matrix.update(expected, masks)
+
+    def whole_scores(*args, **kwargs):  # scoring must never ask for the full-size class scores
+        raise AssertionError("the scores were taken at the labels' size")
+
+    monkeypatch.setattr(Inference, "__call__", whole_scores)
+    scores = evaluate(model, DataLoader(TensorDataset(images, masks), batch_size=2), num_classes=19,
+                      inference=recipe)
+    assert torch.equal(scores["confusion"], matrix.mat)
 
 
 def test_thin_photos_and_small_scales_are_padded_for_the_models(tiny_checkpoint, tmp_path, capsys):
