@@ -5,6 +5,8 @@
 # About 40 minutes on 2 cores; the course alone is meant to take at most 15. With FP32=1 (for a CPU
 # with native bf16, where the course trains in bf16), seeds 0-2 of every model are trained again in
 # fp32 (--amp off) into HOME/fp32, and their spread printed beside the bf16 one: 35 minutes more.
+# Then every best checkpoint is scored by the official protocol too (full-resolution labels: whole
+# frame, sliding windows, with flip), beside the proxy the training curves show (NO_PROTOCOL=1 skips).
 # Usage: bash scripts/cpu-course.sh [HOME]   (HOME: the course's folder, default a new temporary one)
 #        SEEDS_ONLY=1 skips the notebooks (they ran in HOME already).
 set -euo pipefail
@@ -67,3 +69,22 @@ for records in [*seeds.values(), *fp32.values()]:
               f"{record['train_seconds']:.0f} s, {record['img_per_s']:.1f} img/s {record['precision']}, "
               f"channels_last {record['config']['channels_last']}")
 EOF
+if [ -z "${NO_PROTOCOL:-}" ]; then  # every best.pt of the course on full-resolution labels too
+    python - <<'EOF'
+from segkit.checkpoints import model_from_checkpoint
+from segkit.config import TrainConfig
+from segkit.course import setup
+from segkit.inference import compare_protocols
+
+course = setup()
+print("mIoU of each best.pt: proxy (labels resized to the validation size) | whole frame | slide | "
+      "slide + flip (full-resolution labels)")
+for seed in (0, 1, 2):
+    for name in ("my_fcn", "unet", "deeplabv3plus"):
+        model, saved = model_from_checkpoint(course.run_dir(name, seed) / "best.pt", course.device)
+        config = TrainConfig.from_dict(saved["config"])
+        table = compare_protocols(model, config, course.data, device=course.device, stride=config.size)
+        print(f"{name:>14} seed {seed}: "
+              + " | ".join(f"{table.loc[row, 'mIoU']:.3f}" for row in ("proxy", "whole", "slide", "slide + flip")))
+EOF
+fi
