@@ -1,9 +1,10 @@
 """Checks for the course's exercises: each takes the learner's answer and says right or wrong, and why.
 
-A check never raises on a wrong or missing answer: it returns a ``Verdict``, which a notebook shows
-as one line (green when right). ``None`` means "not answered yet", so the committed notebooks run
-from top to bottom with every answer still open. Right answers are computed by segkit's own code
-(the label table, the metrics, the losses, the inference recipes), never typed in here.
+A check never raises on a wrong, missing or malformed answer (a string, a list for a number): it
+returns a ``Verdict``, which a notebook shows as one line (green when right). ``None`` means "not
+answered yet", so the committed notebooks run from top to bottom with every answer still open. Right
+answers are computed by segkit's own code (the label table, the metrics, the losses, the inference
+recipes), never typed in here.
 """
 
 from __future__ import annotations
@@ -50,6 +51,14 @@ def _open(question: str) -> Verdict:
     return Verdict(False, f"no answer yet. {question}")
 
 
+def _numbers(answer, count: int) -> bool:
+    """Whether ``answer`` is a sequence of ``count`` numbers."""
+    try:
+        return len(answer) == count and all(isinstance(float(v), float) for v in answer)
+    except (TypeError, ValueError):
+        return False
+
+
 def _close(answer: float, expected: float, tolerance: float = RELATIVE_TOLERANCE) -> bool:
     return math.isclose(float(answer), float(expected), rel_tol=tolerance, abs_tol=1e-9)
 
@@ -60,6 +69,10 @@ def _number(answer, expected: float, what: str, *, hints: Mapping[str, float] = 
     value), say which."""
     if answer is None:
         return _open(f"Give {what}.")
+    try:
+        answer = float(answer)
+    except (TypeError, ValueError):
+        return Verdict(False, f"{answer!r} is not a number: give {what} as a number.")
     if _close(answer, expected):
         return Verdict(True, f"{what} is {expected:.4g}{unit}.")
     for why, wrong in dict(hints).items():
@@ -72,8 +85,13 @@ def _number(answer, expected: float, what: str, *, hints: Mapping[str, float] = 
 
 def train_ids(answers: Mapping[int, int] | None) -> Verdict:
     """01: the trainId of each label id in ``answers`` (255 for void)."""
-    if not answers or any(given is None for given in answers.values()):
+    if not isinstance(answers, Mapping):
+        return Verdict(False, f"{answers!r}: give a dict, label id -> trainId.") if answers else \
+            _open("Map each label id to its trainId (255 when the class is void).")
+    if any(given is None for given in answers.values()):
         return _open("Map each label id to its trainId (255 when the class is void).")
+    if not all(isinstance(label_id, int) and 0 <= label_id <= 33 for label_id in answers):
+        return Verdict(False, f"{answers!r}: the keys are label ids, whole numbers from 0 to 33.")
     lut = labels.id_to_train_id_lut()
     names = {c.id: c.name for c in labels.CLASSES}
     wrong = []
@@ -100,6 +118,8 @@ def label_file(root: str | Path, stem: str, split: str, answer: str | Path | Non
     """01: the path of the official labelIds file of frame ``stem`` (relative to ``root`` or not)."""
     if answer is None:
         return _open("Write the path of the frame's labelIds file.")
+    if not isinstance(answer, str | Path):
+        return Verdict(False, f"{answer!r}: give the path as a string.")
     city = stem.split("_")[0]
     expected = layout.label_path(Path(root), split, city, stem)
     given = Path(answer)
@@ -147,6 +167,8 @@ def rare_classes(class_pixels: Sequence[int], answer: Collection[str] | None,
     """02: the classes present that cover less than ``below`` of the labelled pixels."""
     if answer is None:
         return _open(f"Name the classes present with less than {below:.0%} of the labelled pixels.")
+    if isinstance(answer, str) or not isinstance(answer, Collection):
+        return Verdict(False, f"{answer!r}: give the class names as a set, e.g. {{\"pole\"}}.")
     counts = _labelled(class_pixels)
     shares = counts / counts.sum()
     expected = {name for name, s in zip(labels.CLASS_NAMES, shares, strict=True) if 0 < s < below}
@@ -354,6 +376,8 @@ def aspp_rates(output_stride: int, answer: Sequence[int] | None) -> Verdict:
     """06: the dilation rates of ASPP's three 3×3 branches at ``output_stride``, read from the model."""
     if answer is None:
         return _open("Give the three rates.")
+    if not _numbers(answer, 3):
+        return Verdict(False, f"{answer!r}: give the three rates, e.g. (a, b, c).")
     expected = sorted({m.dilation[0] for m in _deeplab(output_stride).aspp.modules()
                        if isinstance(m, torch.nn.Conv2d) and m.dilation[0] > 1})
     if sorted(answer) == expected:
@@ -369,6 +393,8 @@ def feature_size(input_size: tuple[int, int], output_stride: int,
     forward pass."""
     if answer is None:
         return _open("Give (width, height) of the deep features.")
+    if not _numbers(answer, 2):
+        return Verdict(False, f"{answer!r}: give two numbers, (width, height).")
     net = _deeplab(output_stride).eval()
     with torch.inference_mode():
         deep = net.backbone(torch.zeros(1, 3, input_size[1], input_size[0]))["out"]

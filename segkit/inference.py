@@ -191,14 +191,24 @@ class Inference:
         slides over the full frame still hold its scores whole.)
         """
         out_size = tuple(out_size or images.shape[-2:])
-        if (self.mode == "slide" and self.passes == 1 and self._base(images) == out_size
-                and min(out_size) >= self.min_side):
+        if self._slides_at(images, out_size):
             bands = slide_bands(model, images, self.window, self.stride_of())
             return _argmax_of_bands(images.shape[0], out_size, bands)
         passes = list(self._passes(model, images))
         if all(p.shape[-2] <= out_size[0] and p.shape[-1] <= out_size[1] for p in passes):
             return upsampled_argmax(passes, out_size)
-        return self(model, images, out_size).argmax(1).to(torch.uint8)
+        # a pass larger than the labels (a scale above 1): shrink the scores already computed
+        scores = [_resize(p, out_size) for p in passes]
+        if len(scores) > 1:
+            scores = [sum(score.softmax(1) for score in scores)]
+        return scores[0].argmax(1).to(torch.uint8)
+
+    def _slides_at(self, images: Tensor, out_size: tuple[int, int]) -> bool:
+        """Whether one slide over ``images`` as they are gives the scores at ``out_size`` (no
+        resize, scale or flip before it), so they can be taken a band of rows at a time."""
+        size = tuple(images.shape[-2:])
+        return (self.mode == "slide" and self.passes == 1 and self.scales == (1.0,)
+                and size == out_size == self._base(images) and min(size) >= self.min_side)
 
     def _passes(self, model: nn.Module, images: Tensor) -> Iterator[Tensor]:
         """The logits (N, C, h, w) of every pass (scale and flip) at the size the model saw the
@@ -311,10 +321,13 @@ def upsampled_argmax(passes: Sequence[Tensor], out_size: tuple[int, int]) -> Ten
 
 
 def _argmax_of_bands(batch: int, out_size: tuple[int, int], bands: Iterable[Tensor]) -> Tensor:
-    """(N, H, W) uint8 classes from scores (N, C, rows, W) given top to bottom."""
-    classes = torch.empty((batch, *out_size), dtype=torch.uint8)
+    """(N, H, W) uint8 classes from scores (N, C, rows, W) given top to bottom, on the scores'
+    device (no copy back to the CPU per band)."""
+    classes = None
     top = 0
     for band in bands:
+        if classes is None:
+            classes = torch.empty((batch, *out_size), dtype=torch.uint8, device=band.device)
         classes[:, top:top + band.shape[-2]] = band.argmax(1)
         top += band.shape[-2]
     return classes
@@ -328,14 +341,16 @@ def _resized_rows(x: Tensor, size: tuple[int, int], top: int, bottom: int) -> Te
     its width first. Source rows follow ``align_corners=False``: (y + 0.5) h / H - 0.5, at least 0.
     """
     h = x.shape[-2]
-    rows = torch.arange(top, bottom, dtype=torch.float64, device=x.device)
+    # The row arithmetic stays on the CPU: reading indices back from a GPU would wait for it
+    rows = torch.arange(top, bottom, dtype=torch.float64)
     source = ((rows + 0.5) * (h / size[0]) - 0.5).clamp(min=0).float()
     first = source.floor().long()  # (rows,)
     second = (first + 1).clamp(max=h - 1)
-    weight = (source - first)[:, None]  # (rows, 1): the second row's share
+    weight = (source - first)[:, None].to(x.device)  # (rows, 1): the second row's share
     low, high = int(first[0]), int(second[-1]) + 1
     wide = _resize(x[..., low:high, :], (high - low, size[1]))  # (N, C, rows needed, W)
-    return wide[..., first - low, :] * (1 - weight) + wide[..., second - low, :] * weight
+    first, second = (first - low).to(x.device), (second - low).to(x.device)
+    return wide[..., first, :] * (1 - weight) + wide[..., second, :] * weight
 
 
 def _starts(length: int, window: int, stride: int) -> list[int]:
@@ -419,10 +434,10 @@ def frame_peak_bytes(model: nn.Module, image: Tensor, out_size: Sequence[int], i
     batch = image[None].to(device)  # (1, 3, H, W)
     dtype = autocast_dtype(amp, device)
 
-    def score() -> None:
+    def score() -> None:  # what scoring runs: class maps in bands (``Inference.classes``)
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
                                                     enabled=dtype is not None):
-            inference(model.eval(), batch, out_size)
+            inference.classes(model.eval(), batch, out_size)
 
     return peak_bytes(score, device)
 
@@ -614,7 +629,7 @@ def predict_files(model: nn.Module, inputs: Iterable[str | os.PathLike], out: st
     """
     out = Path(out)
     pairs = find_images(inputs, exclude=out)
-    inference = inference or Inference()
+    inference = inference or Inference(min_side=MIN_INPUT_SIDE)
     claim_output_dir(out, PREDICT_MARKER, _plain({"scheme": scheme, "alpha": alpha,
                                                   "inference": asdict(inference),
                                                   **(options or {})}))

@@ -100,14 +100,12 @@ def test_safe_augmentations_explains_each_wrong_choice() -> None:
 
 
 def test_invented_classes_counts_values_a_bilinear_resize_creates() -> None:
-    mask = np.zeros((4, 4), dtype=np.int64)
-    mask[:, 2:] = CAR  # road | car: bilinear blends 0 and 13 into values between them
-    blended = torch.nn.functional.interpolate(torch.as_tensor(mask, dtype=torch.float32)[None, None],
-                                              size=(4, 8), mode="bilinear").round().long()
-    invented = set(blended.unique().tolist()) - {ROAD, CAR}
-    assert invented, "the hand-built case must invent values"
-    assert exercises.invented_classes(mask, (8, 4), len(invented))
-    assert not exercises.invented_classes(mask, (8, 4), 0)
+    # road | car, 1x2 -> 1x4: the outer pixels copy the ends, the inner two blend them 3:1 and
+    # 1:3 (0.25 * 13 = 3.25 and 0.75 * 13 = 9.75), rounded to 3 (wall) and 10 (sky)
+    mask = np.array([[ROAD, CAR]])
+    assert exercises.invented_classes(mask, (4, 1), 2)
+    assert not exercises.invented_classes(mask, (4, 1), 0)
+    assert exercises.invented_classes(mask, (2, 1), 0)  # no resize, nothing invented
 
 
 @pytest.mark.parametrize(("scale", "share"), [(1.0, 0.0), (0.5, 0.75), (2.0, 0.0)])
@@ -206,3 +204,26 @@ def test_ahead_beyond_spread_names_a_model_only_beyond_the_spread() -> None:
     overlap = {"unet": [0.30, 0.32], "my_fcn": [0.20, 0.31]}
     assert exercises.ahead_beyond_spread(overlap, "none")
     assert not exercises.ahead_beyond_spread(overlap, "unet")
+
+
+@pytest.mark.parametrize("junk", ["abc", [1], 5, {"a": 1}, 3.5])
+def test_a_malformed_answer_is_a_verdict_not_an_error(junk, tmp_path) -> None:
+    pixels = _pixels(road=60, car=40)
+    mask = np.zeros((4, 4), dtype=np.int64)
+    checks = [
+        lambda: exercises.train_ids(junk), lambda: exercises.void_share(mask, junk),
+        lambda: exercises.label_file(tmp_path, "hamburg_000001_000019", "train", junk),
+        lambda: exercises.always_road(pixels, junk, junk), lambda: exercises.rare_classes(pixels, junk),
+        lambda: exercises.largest_right(pixels, 1, junk),
+        lambda: exercises.padded_share((512, 256), (256, 128), 128, 0.5, junk),
+        lambda: exercises.conv_output_size(16, 3, answer=junk),
+        lambda: exercises.receptive_field([(3, 1, 1)], junk),
+        lambda: exercises.iou_of_class([[1, 0], [0, 1]], 0, junk),
+        lambda: exercises.activation_mib((1, 1, 2, 2), "fp16", junk),
+        lambda: exercises.focal_factor(0.5, 2.0, junk), lambda: exercises.dilated_extent(3, 2, junk),
+        lambda: exercises.aspp_rates(16, junk), lambda: exercises.feature_size((64, 32), 16, junk),
+        lambda: exercises.windows((64, 32), (32, 32), junk),
+        lambda: exercises.ahead_beyond_spread({"a": [0.1, 0.2], "b": [0.3, 0.4]}, junk),
+    ]
+    for check in checks:
+        assert isinstance(check(), exercises.Verdict)

@@ -236,16 +236,19 @@ def test_protocols_side_by_side_score_the_labels_each_names(tiny_checkpoint, pre
     {"size": (40, 24), "keep_ratio": True, "flip": True, "scales": (0.75, 1.0, 1.25)},
     {"mode": "slide", "window": (24, 16), "stride": (10, 7)},
     {"mode": "slide", "window": (24, 16), "size": (50, 30), "flip": True},
-], ids=["whole", "whole-tta", "slide", "slide-resized-tta"])
+    {"mode": "slide", "window": (24, 16), "scales": (0.5,)},
+    {"mode": "slide", "window": (24, 16), "scales": (1.5,)},
+], ids=["whole", "whole-tta", "slide", "slide-resized-tta", "slide-one-small-scale", "slide-one-large-scale"])
+@pytest.mark.parametrize("out_size", [None, (30, 50)], ids=["at-the-frame", "at-smaller-labels"])
 @torch.inference_mode()
-def test_class_maps_in_bands_are_the_argmax_of_the_scores(recipe, monkeypatch):
+def test_class_maps_in_bands_are_the_argmax_of_the_scores(recipe, out_size, monkeypatch):
     from segkit import inference
 
     monkeypatch.setattr(inference, "BAND_PIXELS", 300)  # many bands, even at this size
     model, images = mirror_symmetric(), torch.randn(2, 3, 61, 107)
     inference_ = Inference(**recipe)
-    expected = inference_(model, images).argmax(1)
-    assert torch.equal(inference_.classes(model, images).long(), expected)
+    expected = inference_(model, images, out_size).argmax(1)
+    assert torch.equal(inference_.classes(model, images, out_size).long(), expected)
 
 
 @pytest.mark.parametrize("recipe", [{"size": (64, 32), "keep_ratio": True},
