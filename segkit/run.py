@@ -62,6 +62,7 @@ def owned(folder: Path, *, owner: bool = True, create: bool = True) -> Iterator[
         return
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / RUN_LOCK
+    created = not path.exists()
     with open(path, "a+") as lock:
         if not _lock(lock):
             lock.seek(0)
@@ -71,7 +72,12 @@ def owned(folder: Path, *, owner: bool = True, create: bool = True) -> Iterator[
         lock.truncate(0)
         lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         lock.flush()
-        yield
+        try:
+            yield
+        except DataError:
+            if created:  # a run refused before it began leaves nothing behind in the folder
+                path.unlink(missing_ok=True)
+            raise
 
 
 def _lock(file) -> bool:
@@ -140,10 +146,13 @@ def read_record(folder: str | os.PathLike) -> dict | None:
 def set_aside(folder: Path) -> Path | None:
     """Move an earlier segkit run in ``folder`` to a sibling named after its start time; return
     where it went (None if ``folder`` held nothing). A folder holding anything else is left alone,
-    for ``claim`` to refuse."""
+    for ``claim`` to refuse; a run still training there (another kernel, say) is refused, not
+    moved from under it."""
     record = read_record(folder)
     if record is None:
         return None
+    with owned(folder, create=False):  # refused while another run holds the folder
+        pass
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(record.get("started", time.time())))
     target = folder.with_name(f"{folder.name}-{stamp}")
     number = 1

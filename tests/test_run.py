@@ -295,3 +295,28 @@ def test_the_memory_of_a_huge_batch_is_scaled_from_small_ones_not_built(tmp_path
     record.on_fit_end(state)
     assert len(built) == 2  # two small batches, the growth per frame extended
     assert read_record(tmp_path)["peak_mb"] > 1000  # scaled to the batch trained on
+
+
+def test_a_refused_run_leaves_no_lock_in_the_users_folder(tmp_path):
+    from segkit.run import RUN_LOCK, owned
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not empty"), owned(folder):
+        claim(folder)
+    assert sorted(path.name for path in folder.iterdir()) == ["notes.txt"]
+    assert not (folder / RUN_LOCK).exists()
+
+
+def test_a_run_still_training_is_not_set_aside_from_under_it(tmp_path):
+    from segkit.run import RUN_FORMAT, owned
+
+    folder = tmp_path / "unet"
+    folder.mkdir()
+    (folder / RUN_RECORD).write_text(json.dumps({"format": RUN_FORMAT, "status": "running",
+                                                 "history": [], "started": 0}))
+    with owned(folder), pytest.raises(DataError, match="another segkit run"):
+        set_aside(folder)
+    assert folder.is_dir()
+    assert set_aside(folder) is not None  # once it has ended, it is moved aside
