@@ -192,13 +192,13 @@ def _add_bench(commands) -> None:
                                            "realism measures of a set like the cpu course's "
                                            "(grain, flat areas, saturation, class colours, "
                                            "objects per frame) beside real Cityscapes figures.")
-    synth.add_argument("--frames", type=int, default=8,
+    synth.add_argument("--frames", type=_whole(1), default=8,
                        help="frames generated for the rate (default: %(default)s)")
     synth.add_argument("--size", type=_size, default=(2048, 1024), metavar="WxH",
                        help="size of the frames timed (default: 2048x1024, the real size)")
-    synth.add_argument("--measure-frames", type=int, default=48,
+    synth.add_argument("--measure-frames", type=_whole(1), default=48,
                        help="train and as many val frames measured (default: %(default)s)")
-    synth.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    synth.add_argument("--seed", type=_seed, default=0, help="default: %(default)s")
     synth.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     synth.set_defaults(run=_run_bench_synth)
     train = targets.add_parser("train", help="training-step speed and memory per model",
@@ -356,7 +356,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                                        "(default: the profile's synthetic set, made if missing)")
     parser.add_argument("--out", help="checkpoint folder (default: checkpoints/MODEL)")
     parser.add_argument("--log_dir", "--log-dir", dest="log_dir",
-                        help="TensorBoard folder (default: runs/MODEL)")
+                        help="TensorBoard folder (default: OUT/tensorboard, one log per run)")
     parser.add_argument("-n", "--num_epoch", "--epochs", dest="epochs", type=_whole(1),
                         help="epochs (default: the profile's; drops a profile's --time-budget)")
     parser.add_argument("--time-budget", type=_duration, metavar="TIME",

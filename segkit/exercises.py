@@ -21,6 +21,7 @@ import torch
 from segkit import labels, layout
 from segkit.losses import build_loss, class_weights_from_histogram
 from segkit.metrics import ConfusionMatrix
+from segkit.models import anatomy
 from segkit.pictures import resampled_labels
 
 #: Relative tolerance of numeric answers: a learner rounding to three digits is right.
@@ -354,12 +355,8 @@ def focal_factor(p_t: float, gamma: float, answer: float | None) -> Verdict:
 
 def dilated_extent(kernel: int, dilation: int, answer: int | None) -> Verdict:
     """06: the side of the window a ``kernel`` × ``kernel`` convolution with ``dilation`` reads,
-    measured as the pixels one output takes from an impulse."""
-    impulse = torch.zeros(1, 1, 1, 4 * kernel * dilation)
-    impulse[..., 2 * kernel * dilation] = 1
-    ones = torch.ones(1, 1, 1, kernel)
-    reached = torch.nn.functional.conv_transpose2d(impulse, ones, dilation=(1, dilation))
-    columns = (reached != 0).nonzero()[:, -1]
+    measured as the pixels one output takes from an impulse (``anatomy.dilated_taps``)."""
+    columns = np.nonzero(anatomy.dilated_taps(4 * kernel * dilation + 1, kernel, dilation).any(axis=0))[0]
     expected = int(columns.max() - columns.min()) + 1
     return _number(answer, expected, "the window side",
                    hints={"with the dilation multiplying the whole kernel": kernel * dilation,
@@ -378,8 +375,7 @@ def aspp_rates(output_stride: int, answer: Sequence[int] | None) -> Verdict:
         return _open("Give the three rates.")
     if not _numbers(answer, 3):
         return Verdict(False, f"{answer!r}: give the three rates, e.g. (a, b, c).")
-    expected = sorted({m.dilation[0] for m in _deeplab(output_stride).aspp.modules()
-                       if isinstance(m, torch.nn.Conv2d) and m.dilation[0] > 1})
+    expected = sorted(rate for rate in anatomy.aspp_rates(_deeplab(output_stride)) if rate > 1)
     if sorted(answer) == expected:
         return Verdict(True, f"rates {tuple(expected)}: the same field of view in input pixels.")
     return Verdict(False, f"{tuple(answer)} is not it: at output stride {output_stride} neighbouring "

@@ -35,7 +35,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 from tqdm.auto import tqdm
 
@@ -44,6 +43,7 @@ from segkit.config import TrainConfig
 from segkit.datasets import CityscapesSegmentation, check_has_labels
 from segkit.engine import validate
 from segkit.io import DataError, check_frame_size, claim_output_dir, write_png
+from segkit.loaders import scoring_loader
 from segkit.models import model_spec
 from segkit.models.registry import MIN_INPUT_SIDE
 from segkit.pictures import overlay
@@ -485,7 +485,7 @@ def compare_protocols(model: nn.Module, config: TrainConfig, root: str | os.Path
     for name, (size, inference) in protocols.items():
         dataset = CityscapesSegmentation(root, split, eval_transforms(size=size),
                                          label_scheme=config.label_scheme)
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+        loader = scoring_loader(dataset, batch_size=batch_size, num_workers=num_workers)
         scores = evaluate(model, loader, device=device, amp=amp, inference=inference)
         image, mask = dataset[0]
         height, width = mask.shape[-2:]

@@ -38,7 +38,7 @@ from segkit.labels import (
     palette,
 )
 from segkit.metrics import ConfusionMatrix, per_image_iou
-from segkit.models.anatomy import INPUT, Stage, skip_connections, stage_graph
+from segkit.models.anatomy import INPUT, Stage, aspp_rates, dilated_taps, skip_connections, stage_graph
 from segkit.pictures import (
     as_labels,
     as_rgb,
@@ -476,23 +476,6 @@ def predictions_grid(images: Sequence, targets: Sequence, predictions: Mapping[s
 
 # --- dilation and ASPP ----------------------------------------------------------------------------------
 
-def dilated_taps(size: int, kernel: int, dilation: int) -> np.ndarray:
-    """(size, size) bool: the pixels a ``kernel`` × ``kernel`` convolution with ``dilation`` reads
-    for the output at the centre, found by convolving an impulse (so the figure shows what torch
-    computes, not a formula)."""
-    impulse = torch.zeros(1, 1, size, size)
-    impulse[..., size // 2, size // 2] = 1
-    ones = torch.ones(1, 1, kernel, kernel)
-    reach = torch.nn.functional.conv2d(impulse, ones, padding=dilation * (kernel // 2), dilation=dilation)
-    return (reach[0, 0] != 0).numpy()
-
-
-def aspp_rates(model: torch.nn.Module) -> list[int]:
-    """The dilation rates of the 3 × 3 branches of a model's ASPP (``model.aspp``), in order."""
-    return [m.dilation[0] for m in model.aspp.modules()
-            if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
-
-
 def dilation_figure(model: torch.nn.Module, *, kernel: int = 3, dilations: Sequence[int] = (1, 2, 4),
                     grid: int = 41) -> Figure:
     """Where a dilated kernel reads: one panel per dilation, then ASPP's branches of ``model``
@@ -859,9 +842,15 @@ def realism(measured: Any, real: Mapping[str, Any] | None = None) -> Figure:
 # --- the labs: one batch overfitted, the learning-rate range test, a step's memory ---------------
 
 def figure_png(fig: Figure) -> bytes:
-    """A figure as PNG bytes (for an ``ipywidgets.Image``)."""
+    """A figure as PNG bytes (for an ``ipywidgets.Image``): drawn by Agg, compressed lightly, as
+    a lab redraws on every slider move."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3]).save(buffer, format="png", compress_level=1)
     return buffer.getvalue()
 
 

@@ -129,22 +129,22 @@ def test_clicking_a_cell_updates_picture_and_caption(frames):
     assert decode(explorer.png).shape[0] == TITLE_HEIGHT + H  # one frame holds such pixels
     text = explorer.text.value
     assert "true road → predicted sky</b>: 3 px in 1 of 3 frames" in text and "frame 2 (3 px)" in text
-    assert "recall(road) = diagonal / row = 137 / 140 = 97.9 %" in text
-    assert "precision(sky) = diagonal / column = 0 / 3 = 0.0 %" in text
-    assert "IoU(road) = diagonal / (row + column − diagonal) = 137 / (140 + 153 − 137) = 87.8 %" in text
-    assert "IoU(sky) = diagonal / (row + column − diagonal) = 0 / (0 + 3 − 0) = 0.0 %" in text
+    assert "recall(road) = diagonal / row = 137 / 140 = 0.979" in text
+    assert "precision(sky) = diagonal / column = 0 / 3 = 0.000" in text
+    assert "IoU(road) = diagonal / (row + column − diagonal) = 137 / (140 + 153 − 137) = 0.878" in text
+    assert "IoU(sky) = diagonal / (row + column − diagonal) = 0 / (0 + 3 − 0) = 0.000" in text
 
 
 def test_caption_numbers_match_compute(frames):
     explorer = ConfusionExplorer(*frames)
     result = explorer.confusion.compute()
     text = explorer.text.value  # true car -> predicted road
-    assert f"recall(car) = diagonal / row = 128 / 144 = {100 * result['acc'][CAR]:.1f} %" in text
+    assert f"recall(car) = diagonal / row = 128 / 144 = {result['acc'][CAR]:.3f}" in text
     assert f"IoU(car) = diagonal / (row + column − diagonal) = 128 / (144 + 128 − 128) = " \
-           f"{100 * result['iou'][CAR]:.1f} %" in text
+           f"{result['iou'][CAR]:.3f}" in text
     assert f"IoU(road) = diagonal / (row + column − diagonal) = 137 / (140 + 153 − 137) = " \
-           f"{100 * result['iou'][ROAD]:.1f} %" in text
-    assert "precision(road) = diagonal / column = 137 / 153 = 89.5 %" in text
+           f"{result['iou'][ROAD]:.3f}" in text
+    assert "precision(road) = diagonal / column = 137 / 153 = 0.895" in text
     assert ("false negatives of car (11.1 % of its row) and false positives of road "
             "(10.5 % of its column)") in text
 

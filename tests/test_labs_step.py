@@ -136,7 +136,7 @@ def test_what_the_engine_adds_is_read_from_the_config():
     lines = beyond_the_step(TrainConfig(device="cpu", accumulate=4, batch_size=2, amp="off",
                                         grad_clip=1.5, scheduler="poly", warmup_iters=10))
     assert "4 batches of 2 per optimizer step (an effective batch of 8)" in lines
-    assert "norm at most 1.5" in lines and "10 warm-up steps, then poly decay" in lines
+    assert "norm at most 1.5" in lines and "decaying to 0 by poly (power 0.9) after 10 warm-up steps" in lines
     assert "precision fp32 (--amp off)" in lines and "length: 500 epochs" in lines
     budget = beyond_the_step(TrainConfig(device="cpu", time_budget=120.0, class_weights=True))
     assert "no gradient accumulation" in budget and "a time budget of 120 s" in budget

@@ -13,6 +13,7 @@ import torch
 from torchvision.transforms import v2
 
 from segkit import callbacks, labels, viz
+from segkit.models import anatomy
 from segkit.pictures import boundaries
 
 H, W = 32, 64
@@ -311,7 +312,7 @@ def test_mask_resampling_marks_exactly_the_invented_classes() -> None:
 
 @pytest.mark.parametrize(("dilation", "side"), [(1, 3), (2, 5), (6, 13)])
 def test_dilated_taps_are_nine_pixels_spread_by_the_dilation(dilation, side) -> None:
-    taps = viz.dilated_taps(31, 3, dilation)
+    taps = anatomy.dilated_taps(31, 3, dilation)
     rows, cols = np.nonzero(taps)
     assert taps.sum() == 9 and rows.max() - rows.min() + 1 == side == cols.max() - cols.min() + 1
 
@@ -320,7 +321,7 @@ def test_dilation_figure_reads_the_models_aspp_rates() -> None:
     from segkit.models import build_model
 
     net = build_model("deeplabv3plus", backbone="mobilenet_v3_large", output_stride=8)
-    assert viz.aspp_rates(net) == [12, 24, 36]
+    assert anatomy.aspp_rates(net) == [12, 24, 36]
     fig = viz.dilation_figure(net, grid=81)
     assert "rates 12, 24, 36" in fig.axes[-1].get_title()
 

@@ -112,6 +112,11 @@ def _percent(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.1f} %"
 
 
+def _fraction(value: float) -> str:
+    """A score as the course prints scores: a fraction with three decimals."""
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
 def _shade(share: float) -> tuple[str, str]:
     """(background, text) colours of a cell holding ``share`` of its row; grey where undefined."""
     if math.isnan(share):
@@ -300,15 +305,15 @@ def _share(part: int, whole: int) -> str:
 def _recall_line(name: str, reading: dict[str, Any]) -> str:
     return (f"row {name} sums to the {reading['row']:,} ground-truth pixels of {name}: recall({name}) "
             f"= diagonal / row = {reading['diagonal_true']:,} / {reading['row']:,} = "
-            f"{_percent(reading['recall'])}")
+            f"{_fraction(reading['recall'])}")
 
 
 def _precision_line(name: str, reading: dict[str, Any]) -> str:
     return (f"column {name} sums to the {reading['column']:,} pixels predicted {name}: precision({name}) "
             f"= diagonal / column = {reading['diagonal_pred']:,} / {reading['column']:,} = "
-            f"{_percent(reading['precision'])}")
+            f"{_fraction(reading['precision'])}")
 
 
 def _iou_line(name: str, diagonal: int, row: int, column: int, iou: float) -> str:
     return (f"IoU({name}) = diagonal / (row + column − diagonal) = {diagonal:,} / ({row:,} + {column:,} "
-            f"− {diagonal:,}) = {_percent(iou)}")
+            f"− {diagonal:,}) = {_fraction(iou)}")

@@ -27,16 +27,15 @@ import ipywidgets as widgets
 import numpy as np
 import torch
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
 from torch import Tensor
 
-from segkit import labels
+from segkit import labels, viz
 from segkit.losses import WEIGHT_METHODS, CrossEntropyLoss, FocalLoss, class_weights_from_histogram
-from segkit.widgets import _Browser, to_png
+from segkit.widgets import _Browser
 
 EASY, HARD = 0.9, 0.1  # p_t of an easy and of a hard pixel, for the readout
 P_T = torch.linspace(0.005, 0.995, 199, dtype=torch.float64)  # where the curves are evaluated
@@ -95,13 +94,6 @@ def easy_vs_hard(gamma: float, easy: float = EASY, hard: float = HARD) -> dict[s
     (ce_easy, ce_hard), (focal_easy, focal_hard) = ce_curve(p_t).tolist(), focal_curve(p_t, gamma).tolist()
     return {"ce_easy": ce_easy, "ce_hard": ce_hard, "focal_easy": focal_easy, "focal_hard": focal_hard,
             "ce_ratio": ce_hard / ce_easy, "focal_ratio": focal_hard / focal_easy}
-
-
-def _figure_picture(figure: Figure) -> np.ndarray:
-    """A drawn figure as (H, W, 3) uint8."""
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def _share_text(share: float) -> str:
@@ -201,7 +193,7 @@ class LossLab(_Browser):
                 text.set_text(f"{value:.0f}" if value >= 100 else f"{value:.3g}")
             bars[0].axes.set_ylim(0, top if key != "weight" else values.max() * 1.15)
         self._weights_figure.suptitle(f"class_weights_from_histogram(counts, method={self.method.value!r})")
-        self.image.value = to_png(_figure_picture(self._weights_figure))
+        self.image.value = viz.figure_png(self._weights_figure)
         self.text.value = self._weights_caption(shares)
 
     def _weights_caption(self, shares: dict[str, np.ndarray | float]) -> str:
@@ -242,7 +234,7 @@ class LossLab(_Browser):
         numbers = easy_vs_hard(gamma)
         self._focal_marks.set_ydata([numbers["focal_easy"], numbers["focal_hard"]])
         self._focal_line.axes.legend(loc="upper right")
-        self.focal_image.value = to_png(_figure_picture(self._focal_figure))
+        self.focal_image.value = viz.figure_png(self._focal_figure)
         self.focal_text.value = (
             f"cross-entropy: easy pixel (p_t = {EASY}) {numbers['ce_easy']:.3f}, hard pixel (p_t = {HARD}) "
             f"{numbers['ce_hard']:.3f}: the hard one weighs {numbers['ce_ratio']:,.1f}× as much<br>"

@@ -217,11 +217,7 @@ def beyond_the_step(config: TrainConfig) -> str:
 
 
 def _schedule_line(config: TrainConfig) -> str:
-    warmup = f"{config.warmup_iters} warm-up steps, then " if config.warmup_iters else ""
-    decay = {"none": "a constant rate", "linear": "linear decay to zero",
-             "poly": f"poly decay (power {config.poly_power:g}) to zero", "cosine": "cosine decay to zero",
-             "step": f"x {config.step_gamma:g} every {config.step_epochs} epochs"}[config.scheduler]
-    return f"learning-rate schedule: {warmup}{decay}, stepped after every optimizer step"
+    return f"learning-rate schedule: {config.describe_schedule()}, stepped after every optimizer step"
 
 
 def _layout(channels_last: bool | str) -> str:

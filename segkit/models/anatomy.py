@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
@@ -304,3 +305,22 @@ def skip_connections(stages: list[Stage]) -> list[tuple[str, str]]:
     previous = [INPUT, *(stage.name for stage in stages)]
     return [(source, name) for source, name in edges(stages)
             if source != previous[previous.index(name) - 1]]
+
+
+# --- what a dilated kernel and ASPP read ----------------------------------------------------------
+
+def dilated_taps(size: int, kernel: int, dilation: int) -> np.ndarray:
+    """(size, size) bool: the pixels a ``kernel`` × ``kernel`` convolution with ``dilation`` reads
+    for the output at the centre, found by convolving an impulse (so the figure shows what torch
+    computes, not a formula)."""
+    impulse = torch.zeros(1, 1, size, size)
+    impulse[..., size // 2, size // 2] = 1
+    ones = torch.ones(1, 1, kernel, kernel)
+    reach = torch.nn.functional.conv2d(impulse, ones, padding=dilation * (kernel // 2), dilation=dilation)
+    return (reach[0, 0] != 0).numpy()
+
+
+def aspp_rates(model: torch.nn.Module) -> list[int]:
+    """The dilation rates of the 3 × 3 branches of a model's ASPP (``model.aspp``), in order."""
+    return [m.dilation[0] for m in model.aspp.modules()
+            if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
