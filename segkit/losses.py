@@ -131,7 +131,14 @@ def _per_class(values: Sequence[float] | Tensor | None, name: str) -> Tensor | N
 class CrossEntropyLoss(nn.CrossEntropyLoss):
     """``nn.CrossEntropyLoss`` (mean over valid pixels, weighted by ``weight``), except that a batch
     without a single valid pixel gives 0 with zero gradients instead of NaN, so that a crop of
-    nothing but void does not look like a diverged run."""
+    nothing but void does not look like a diverged run. Its mean is the only reduction: another
+    ``reduction`` is refused rather than silently ignored."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.reduction != "mean":
+            raise ValueError(f"reduction={self.reduction!r}: this loss is a mean over the valid "
+                             "pixels; use torch.nn.functional.cross_entropy for other reductions")
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy of logits (N, C, d1, ...) against class indices (N, d1, ...)."""

@@ -172,3 +172,10 @@ def test_cross_entropy_is_zero_on_an_all_ignore_batch_and_torchs_otherwise(weigh
     void = ce(logits, torch.full_like(target, IGNORE_INDEX))
     void.backward()
     assert void.item() == 0 and torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_cross_entropy_refuses_a_reduction_it_would_ignore():
+    from segkit.losses import CrossEntropyLoss
+
+    with pytest.raises(ValueError, match="mean over the valid pixels"):
+        CrossEntropyLoss(reduction="none")
