@@ -27,7 +27,7 @@ from segkit.models.registry import model_info
 from segkit.planner import peak_bytes
 from segkit.prepare import prepare
 from segkit.runtime import autocast_dtype, cpu_has_native_bf16, precision_name, resolve_device
-from segkit.step import best_seconds, config_step, forward_backward, gradient_pass, random_batch
+from segkit.step import best_seconds, config_step, gradient_pass, random_batch
 from segkit.synthetic import generate, realism
 from segkit.transforms import eval_transforms, train_transforms
 
@@ -323,8 +323,7 @@ def step_flops(model: torch.nn.Module, images: Tensor, masks: Tensor, criterion)
     counter = flop_counter.FlopCounterMode(
         display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
     with counter:
-        forward_backward(model, images, masks, criterion)
-    model.zero_grad(set_to_none=True)
+        gradient_pass(model, images, masks, criterion)
     return counter.get_total_flops()
 
 

@@ -4,9 +4,10 @@
 Table 1 (Adam, lr 1e-3, weight decay 1e-5, batch 8). Notebooks use ``dataclasses.replace(cfg, …)``;
 the command line is built from the same fields; ``asdict(cfg)`` goes into every checkpoint.
 
-Profiles (``ci``, ``cpu``, ``laptop``, ``gpu``) choose data size, resolution and epochs so that one
-notebook runs in minutes on two CPU cores for CI, gives a real result on a laptop CPU, fits a 6 GB
-laptop GPU, or follows the original study on a large GPU. Pick one by argument or with the
+Profiles (``ci``, ``cpu``, ``laptop``, ``gpu``) choose data size, resolution and how long each model
+trains (epochs, or a time budget) so that one notebook runs in minutes on two CPU cores for CI, gives
+a real result in minutes on a laptop CPU, fits a 6 GB laptop GPU, or follows the original study on
+a large GPU. Pick one by argument or with the
 ``SEGKIT_PROFILE`` environment variable; ``auto`` (the default) picks ``cpu``, ``laptop`` or ``gpu``
 from the device and its memory.
 """

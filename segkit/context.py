@@ -70,11 +70,6 @@ class RunContext:
         """Whether gradients are loss-scaled: fp16's narrow range underflows without it."""
         return self.dtype is torch.float16
 
-    def autocast(self) -> torch.autocast:
-        """The autocast context of a forward pass in the run's precision."""
-        return torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
-                              enabled=self.dtype is not None)
-
     def grad_scaler(self) -> torch.amp.GradScaler:
         """A loss scaler, enabled for fp16 only."""
         return torch.amp.GradScaler(self.device.type, enabled=self.scaler)

@@ -48,7 +48,7 @@ from segkit.losses import build_loss
 from segkit.models import build_model, list_models
 from segkit.models.registry import INIT_ONLY_OPTIONS, model_info, model_options, resolve_name
 from segkit.runtime import cpu_has_native_bf16
-from segkit.step import train_step
+from segkit.step import random_batch, train_step
 
 GIB = 2**30
 DEFAULT_GPU_GIB = 6.0  # the original study's GTX 1660 Ti, when no GPU is visible
@@ -101,7 +101,7 @@ class Plan:
         """What torch's CUDA allocator holds at the peak, the tensors and the cuDNN/cuBLAS
         workspace allowance: ``torch.cuda.max_memory_allocated``'s counterpart, which the cap of
         ``--gpu-memory`` limits."""
-        return self.tensor_gib + min(self.allowance_gib, WORKSPACE_GIB)
+        return self.tensor_gib + WORKSPACE_GIB
 
     @property
     def peak_gib(self) -> float:
@@ -315,9 +315,7 @@ def measured_step_bytes(model: str, *, batch: int, size: tuple[int, int], checkp
     moments held, plus the step's peak above them (``step_peak_bytes``)."""
     name = resolve_name(model)
     net = _small_model(name, _architecture(name, options or {}), checkpointing)
-    width, height = size
-    images = torch.randn(batch, 3, height, width)
-    masks = torch.randint(0, NUM_CLASSES, (batch, height, width))
+    images, masks = random_batch(batch, size, torch.device("cpu"))
     peak = step_peak_bytes(net, images, masks, torch.optim.Adam(net.parameters()))
     return peak + 3 * sum(p.numel() * p.element_size() for p in net.parameters())
 
@@ -329,8 +327,7 @@ def _calibration(model: str, architecture: tuple, recompute: bool) -> tuple[floa
     pixels, peaks = [], []
     for width, height in CALIBRATION_SIZES:
         net = _small_model(model, architecture, recompute)
-        images = torch.randn(CALIBRATION_BATCH, 3, height, width)
-        masks = torch.randint(0, NUM_CLASSES, (CALIBRATION_BATCH, height, width))
+        images, masks = random_batch(CALIBRATION_BATCH, (width, height), torch.device("cpu"))
         pixels.append(CALIBRATION_BATCH * width * height)
         peaks.append(step_peak_bytes(net, images, masks, torch.optim.Adam(net.parameters())))
     peak = _Line.through(pixels, peaks)

@@ -206,7 +206,7 @@ def cap_gpu_memory(gib: float | None, device: torch.device) -> MemoryCap | None:
     context = (total - free - torch.cuda.memory_reserved(device)) / GIB
     allowed = min(gib, total / GIB) - context
     if allowed <= 0:
-        raise ValueError(f"--gpu-memory {gib:g}: the CUDA context alone takes {context:.2f} GiB of "
-                         f"{device}; give more than that")
+        raise ValueError(f"--gpu-memory {gib:g}: {context:.2f} GiB of {device} are in use outside "
+                         "torch's allocator already (its CUDA context, other processes); give more")
     torch.cuda.set_per_process_memory_fraction(allowed * GIB / total, device)
     return MemoryCap(gib, context, allowed, total / GIB, torch.cuda.get_device_name(device))

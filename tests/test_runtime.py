@@ -43,12 +43,12 @@ def test_a_cuda_device_always_has_its_index_and_the_cap_takes_it(cuda_machine, n
 
 def test_the_cap_imitates_the_whole_card_less_the_context_measured(cuda_machine):
     cap = runtime.cap_gpu_memory(6, torch.device("cuda", 1))
+    assert cuda_machine.fractions == [(pytest.approx(5.5 / 80), 1)]  # not 6 GiB on top of the context
     assert (cap.card_gib, cap.context_gib, cap.allocator_gib) == (6, 0.5, 5.5)
-    assert cuda_machine.fractions == [(pytest.approx(5.5 / 80), 1)]
     assert "capped at 5.50 GiB" in str(cap) and "a 6 GiB card less the 0.50 GiB" in str(cap)
     runtime.cap_gpu_memory(200, torch.device("cuda", 0))  # more than the GPU: all of it, less the context
     assert cuda_machine.fractions[-1] == (pytest.approx(79.5 / 80), 0)
-    with pytest.raises(ValueError, match="CUDA context alone takes 0.50 GiB"):
+    with pytest.raises(ValueError, match="0.50 GiB of cuda:0 are in use outside torch's allocator"):
         runtime.cap_gpu_memory(0.4, torch.device("cuda", 0))
     assert runtime.cap_gpu_memory(6, torch.device("cpu")) is None
     with pytest.raises(ValueError, match="above 0"):
