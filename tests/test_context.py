@@ -1,13 +1,16 @@
 """A run resolved once (``segkit.context``): device, cap, precision and its fp16 trial, batch and
 layout, on stand-in GPUs (capability checks and torch's final C call stood in for)."""
 
+import ast
 import os
+from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+import segkit
 from segkit import config as config_module
 from segkit import context, distributed, planner, step
 from segkit.config import TrainConfig, profile_config
@@ -93,6 +96,20 @@ def test_the_profile_and_the_run_are_resolved_once_per_run(prepared_root, tmp_pa
     train("my_fcn", profile="auto", data=prepared_root, out=tmp_path / "ck", log_dir=tmp_path / "tb",
           progress=False, epochs=1, max_iters=1)
     assert asked == [1] and resolved == [1]
+
+
+def test_a_run_asks_for_its_precision_in_one_place():
+    """Training, its validation, checkpoints, the run record, the planner's batch choice and the
+    range test read ``RunContext.dtype``: only ``resolve_run`` turns ``--amp`` into a dtype."""
+    package = Path(segkit.__file__).parent
+    run_path = {"engine.py", "training.py", "run.py", "checkpoints.py", "step.py", "planner.py",
+                "loaders.py", "context.py", "labs/lr_range.py"}
+    callers = set()
+    for name in run_path:
+        for node in ast.walk(ast.parse((package / name).read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "autocast_dtype":
+                callers.add(name)
+    assert callers == {"context.py"}
 
 
 # --- under torchrun: one batch for every process ---------------------------------------------
