@@ -226,7 +226,8 @@ def _add_bench(commands) -> None:
     gpu.add_argument("--models", nargs="+", help="default: every model")
     gpu.add_argument("--profile", default="laptop", help="default: %(default)s")
     gpu.add_argument("--gpu-memory", type=_gib, default=6.0, metavar="GIB",
-                     help="allocator cap (default: %(default)s, the original study's 6 GB card)")
+                     help="the card to imitate, its CUDA context included (default: %(default)s, the "
+                          "original study's 6 GB card)")
     gpu.add_argument("--steps", type=_whole(1), default=5,
                      help="timed steps per model (default: %(default)s)")
     gpu.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
@@ -395,8 +396,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="under torchrun on GPUs: BatchNorm statistics over the global batch")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--gpu-memory", type=_gib, metavar="GIB",
-                        help="cap torch's CUDA allocator at this many GiB, so that a large GPU behaves "
-                             "like a smaller card; --batch-size auto plans for it too")
+                        help="imitate a card of this many GiB on a larger GPU: torch's CUDA allocator "
+                             "gets this less the CUDA context measured; --batch-size auto plans for it")
     parser.add_argument("--deterministic", action="store_true", default=None,
                         help="deterministic kernels: repeatable on the CPU, slower on GPUs "
                              "(default: off, cuDNN autotuning on; the ci profile turns it on)")

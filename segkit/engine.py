@@ -449,8 +449,8 @@ def to_device(images: torch.Tensor, masks: torch.Tensor, device: torch.device,
 
 def _batch_backward(state: FitState, images: torch.Tensor, masks: torch.Tensor,
                     criterion: nn.Module, window_size: int) -> torch.Tensor:
-    """Loss and gradients of one batch in ``chunks(state, len(images))`` chunks; returns the loss,
-    on the device.
+    """Loss and gradients of one batch in ``state.splits`` chunks (``_chunks``: none smaller than
+    the model trains on); returns the loss, on the device.
 
     Each chunk's gradients count by its share of the batch, and the batch's by its share of the
     accumulation window (one of ``window_size`` batches), so that the step sees the gradient of
@@ -458,7 +458,7 @@ def _batch_backward(state: FitState, images: torch.Tensor, masks: torch.Tensor,
     """
     images, masks = to_device(images, masks, state.device, state.context.channels_last)
     total = torch.zeros((), device=state.device)
-    parts = chunks(state.splits, len(images), state.min_batch)
+    parts = _chunks(state.splits, len(images), state.min_batch)
     for chunk_images, chunk_masks in zip(images.tensor_split(parts), masks.tensor_split(parts),
                                          strict=True):
         share = len(chunk_images) / len(images)
@@ -469,7 +469,7 @@ def _batch_backward(state: FitState, images: torch.Tensor, masks: torch.Tensor,
     return total
 
 
-def chunks(splits: int, batch: int, smallest: int = 1) -> int:
+def _chunks(splits: int, batch: int, smallest: int = 1) -> int:
     """How many chunks a batch of ``batch`` frames is split into: ``splits``, but none smaller than
     ``smallest``, the smallest batch the model trains on (DeepLabV3+'s image pooling cannot train
     on one frame: 3 frames of it stay whole, 7 go in 3 chunks of 3, 2 and 2, never 2, 2, 2, 1)."""
@@ -481,7 +481,8 @@ def _after_oom(state: FitState, images: torch.Tensor, error: Exception) -> None:
     state.optimizer.zero_grad(set_to_none=True)
     if state.device.type == "cuda":
         torch.cuda.empty_cache()
-    done, more = (chunks(splits, len(images), state.min_batch) for splits in (state.splits, 2 * state.splits))
+    done, more = (_chunks(splits, len(images), state.min_batch)
+                  for splits in (state.splits, 2 * state.splits))
     if state.config.oom != "retry" or more == done:
         smallest = (f"; the model trains on no fewer than {state.min_batch} frames at once"
                     if state.config.oom == "retry" and state.min_batch > 1 else "")

@@ -322,7 +322,7 @@ class RunRecord(Callback):
         self._write(state, "running")
 
     def on_fit_end(self, state: FitState) -> None:
-        peak_mb, how = step_peak_mb(state, self.batch or state.config.batch_size)
+        peak_mb, how = _step_peak_mb(state, self.batch or state.config.batch_size)
         self._write(state, "stopped" if state.stop else "finished", peak_mb=peak_mb, peak_how=how)
 
     def _write(self, state: FitState, status: str, **figures: Any) -> None:
@@ -346,7 +346,7 @@ class RunRecord(Callback):
 PROFILED_BATCH = 4
 
 
-def step_peak_mb(state: FitState, batch: int) -> tuple[float, str]:
+def _step_peak_mb(state: FitState, batch: int) -> tuple[float, str]:
     """The most MB torch held at once in a training step at ``batch``, and how it was measured.
 
     One meaning on every device, that of the planner's ``Plan.tensor_gib``: the weights and the
@@ -363,14 +363,14 @@ def step_peak_mb(state: FitState, batch: int) -> tuple[float, str]:
         return (torch.cuda.max_memory_allocated(state.device) / 2**20,
                 "torch.cuda.max_memory_allocated over the run")
     how = "weights and optimizer state held, plus one forward and backward profiled on the CPU"
-    held = held_bytes(state) / 2**20
+    held = _held_bytes(state) / 2**20
     if batch <= PROFILED_BATCH:
         return held + _profiled_step_mb(state, batch), how
     half, full = (_profiled_step_mb(state, b) for b in (PROFILED_BATCH // 2, PROFILED_BATCH))
     return held + full + (full - half) / (PROFILED_BATCH // 2) * (batch - PROFILED_BATCH), how
 
 
-def held_bytes(state: FitState) -> int:
+def _held_bytes(state: FitState) -> int:
     """Bytes held across training steps: the model's weights and buffers, and the optimizer's state."""
     model = unwrap(state.model)
     tensors = [*model.parameters(), *model.buffers(),
