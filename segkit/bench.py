@@ -22,11 +22,12 @@ from segkit.datasets import CityscapesSegmentation
 from segkit.labels import IGNORE_INDEX, NUM_CLASSES
 from segkit.losses import build_loss
 from segkit.metrics import ConfusionMatrix
-from segkit.models import build_model
+from segkit.models import build_model, list_models
+from segkit.models.registry import model_info
 from segkit.planner import peak_bytes
 from segkit.prepare import prepare
-from segkit.runtime import autocast_dtype, cpu_has_native_bf16, resolve_device
-from segkit.step import best_seconds, config_step, forward_backward
+from segkit.runtime import autocast_dtype, cpu_has_native_bf16, precision_name, resolve_device
+from segkit.step import best_seconds, config_step, gradient_pass, random_batch
 from segkit.synthetic import generate, realism
 from segkit.transforms import eval_transforms, train_transforms
 
@@ -322,8 +323,7 @@ def step_flops(model: torch.nn.Module, images: Tensor, masks: Tensor, criterion)
     counter = flop_counter.FlopCounterMode(
         display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
     with counter:
-        forward_backward(model, images, masks, criterion)
-    model.zero_grad(set_to_none=True)
+        gradient_pass(model, images, masks, criterion)
     return counter.get_total_flops()
 
 
@@ -333,15 +333,8 @@ def model_step_flops(name: str, size: tuple[int, int], batch_size: int, **option
     torch.manual_seed(0)
     model = build_model(name, **options).train()
     counted = min(batch_size, 2)  # batch norm in training needs two values per channel
-    width, height = size
-    images = torch.randn(counted, 3, height, width)
-    masks = torch.randint(0, NUM_CLASSES, (counted, height, width))
+    images, masks = random_batch(counted, size, torch.device("cpu"))
     return step_flops(model, images, masks, build_loss("ce")) * batch_size // counted
-
-
-def precision_name(dtype: torch.dtype | None) -> str:
-    """``fp32`` for None, ``bf16`` or ``fp16``."""
-    return {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype | None = None, n: int | None = None,
@@ -376,17 +369,13 @@ def measure_step(name: str, size: tuple[int, int], batch_size: int, device: torc
     """img/s (best of ``repeats`` timed steps) and peak memory (one profiled step) of a model."""
     torch.manual_seed(0)
     model = build_model(name, **options).to(device).train()
-    width, height = size
-    images = torch.randn(batch_size, 3, height, width, device=device)
-    masks = torch.randint(0, NUM_CLASSES, (batch_size, height, width), device=device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
+    images, masks = random_batch(batch_size, size, device, channels_last=channels_last)
     criterion = build_loss("ce")
 
     def step() -> None:  # forward and backward as fit runs them; no optimizer step, as ever here
-        forward_backward(model, images, masks, criterion, dtype=dtype)
-        model.zero_grad(set_to_none=True)
+        gradient_pass(model, images, masks, criterion, dtype=dtype)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -395,7 +384,7 @@ def measure_step(name: str, size: tuple[int, int], batch_size: int, device: torc
     return {"img_per_s": batch_size / seconds, "peak_mb": peak / 2**20}
 
 
-def bench_train(*, models: Sequence[str] = ("my_fcn", "unet", "deeplabv3plus"),
+def bench_train(*, models: Sequence[str] | None = None,
                 sizes: Sequence[tuple[int, int]] = ((256, 128), (512, 256)), batch_size: int = 8,
                 repeats: int = 1, device: str = "auto", full: bool = False,
                 bf16: bool | None = None) -> dict:
@@ -406,8 +395,9 @@ def bench_train(*, models: Sequence[str] = ("my_fcn", "unet", "deeplabv3plus"),
     A step's FLOPs are counted once per model and size (``model_step_flops``); its GFLOP/s are
     compared with ``matmul_gflops`` in the step's precision, measured in the same run. The figures
     ``{model}_gflops`` and ``{model}_peak_fraction`` are those of the fp32 variant at the smallest
-    size (the one every model runs). On the CPU, DeepLabV3+ runs only at the smallest size unless
-    ``full`` (it alone would take minutes). ``bf16``: measure CPU bf16 autocast (default: only with
+    size (the one every model runs). ``models``: default every registered one. On the CPU, models
+    with a full backbone (DeepLabV3+) run only at the smallest size unless ``full`` (they alone
+    would take minutes). ``bf16``: measure CPU bf16 autocast (default: only with
     native bf16 support). Prints a table and returns the figures.
     """
     run_device = resolve_device(device)
@@ -420,9 +410,9 @@ def bench_train(*, models: Sequence[str] = ("my_fcn", "unet", "deeplabv3plus"),
     figures["matmul_peak_gflops"] = peaks
     print("matmul peak (best of 5): " + ", ".join(f"{name} {gflops:.1f} GFLOP/s"
                                                   for name, gflops in sorted(peaks.items())), flush=True)
-    for name in models:
+    for name in models or list_models():
         for size in sizes:
-            if name == "deeplabv3plus" and run_device.type == "cpu" and not full \
+            if model_info(name).backbone and run_device.type == "cpu" and not full \
                     and size != min(sizes):
                 continue
             flops = model_step_flops(name, size, batch_size)
@@ -456,11 +446,15 @@ def bench_train(*, models: Sequence[str] = ("my_fcn", "unet", "deeplabv3plus"),
 
 # --- GPU: the laptop profile under a memory cap ---------------------------------------------------
 
-def bench_gpu(*, models: Sequence[str] = ("my_fcn", "unet", "deeplabv3plus"), profile: str = "laptop",
-              cap_gib: float = 6.0, steps: int = 5, frames: int = 8) -> dict | None:
-    """Per model, in ``profile``'s settings under a ``cap_gib`` allocator cap: training img/s, peak
-    memory measured (``torch.cuda.max_memory_allocated``) against the planner's estimate, and the
-    training loader's samples/s against the step rate (below it, the GPU waits for data).
+def bench_gpu(*, models: Sequence[str] | None = None, profile: str = "laptop", cap_gib: float = 6.0,
+              steps: int = 5, frames: int = 8) -> dict | None:
+    """Per model (default: every registered one), in ``profile``'s settings imitating a card of
+    ``cap_gib`` GiB: training img/s, peak memory measured (``torch.cuda.max_memory_allocated``
+    over the steps after the first, whose cuDNN autotuning tries workspaces of any size once)
+    against the planner's estimate of what the allocator holds (``Plan.allocator_gib``), and the
+    training loader's samples/s against the step rate (below it, the GPU waits for data). Each
+    model's run is resolved as ``segkit train`` resolves it (``segkit.context.resolve_run``: the
+    cap, the precision and its fp16 trial).
 
     Returns None without CUDA (nothing is measured). Prints a table and returns the figures.
     """
@@ -468,22 +462,23 @@ def bench_gpu(*, models: Sequence[str] = ("my_fcn", "unet", "deeplabv3plus"), pr
         return None
     from segkit import planner
     from segkit.config import get_profile, profile_config
-    from segkit.runtime import cap_gpu_memory
+    from segkit.context import resolve_run
 
-    device = torch.device("cuda", torch.cuda.current_device())
-    figures: dict = {"machine": machine(), "profile": profile, "cap_gib": cap_gib,
-                     "cap": cap_gpu_memory(cap_gib, device), "models": {}}
-    print(f"segkit bench gpu — {figures['machine']}; {figures['cap']}")
+    figures: dict = {"machine": machine(), "profile": profile, "cap_gib": cap_gib, "models": {}}
+    print(f"segkit bench gpu — {figures['machine']}; a {cap_gib:g} GiB card imitated")
     with tempfile.TemporaryDirectory(prefix="segkit-bench-gpu-") as tmp:
         generate(Path(tmp, "raw"), size=get_profile(profile).synth_size, frames=frames,
                  cities={"train": ("hamburg",)}, progress=False)
         prepare(Path(tmp, "raw"), Path(tmp, "prepared"), select={"train": None}, workers=0,
                 progress=False)
-        for name in models:
+        for name in models or list_models():
             config = profile_config(name, profile, gpu_memory=cap_gib)
             config = config.replace(model_options={**config.model_options, "pretrained_backbone": False})
-            row = _gpu_step_figures(config, device, steps)
-            row["planned_gib"] = planner.plan_config(config).tensor_gib
+            config, context = resolve_run(config, profile=profile)
+            figures.update(device=str(context.device), cap=str(context.memory_cap))
+            row = _gpu_step_figures(config, context.device, context.dtype, steps)
+            row["precision"] = context.precision
+            row["planned_gib"] = planner.plan_config(config, context.precision).allocator_gib
             row["planned_error"] = row["planned_gib"] / row["peak_gib"] - 1
             dataset = CityscapesSegmentation(Path(tmp, "prepared"), "train",
                                              train_transforms(size=config.size,
@@ -493,8 +488,8 @@ def bench_gpu(*, models: Sequence[str] = ("my_fcn", "unet", "deeplabv3plus"), pr
             row["starved"] = row["loader_samples_per_s"] < row["img_per_s"]
             torch.cuda.empty_cache()
             figures["models"][name] = row
-            print(f"{name:<14} batch {config.batch_size} {config.size[0]}x{config.size[1]} {config.amp}"
-                  f"{' +checkpointing' if planner.checkpointing(config) else ''}: "
+            print(f"{name:<14} batch {config.batch_size} {config.size[0]}x{config.size[1]} "
+                  f"{context.precision}{' +checkpointing' if planner.checkpointing(config) else ''}: "
                   f"{row['img_per_s']:7.1f} img/s, peak {row['peak_gib']:.2f} GiB (planned "
                   f"{row['planned_gib']:.2f}, {100 * row['planned_error']:+.0f} %), loader "
                   f"{row['loader_samples_per_s']:.1f} samples/s"
@@ -502,12 +497,14 @@ def bench_gpu(*, models: Sequence[str] = ("my_fcn", "unet", "deeplabv3plus"), pr
     return figures
 
 
-def _gpu_step_figures(config, device: torch.device, steps: int) -> dict[str, float]:
-    """img/s over ``steps`` timed optimizer steps (after one untimed) and the peak allocated GiB."""
-    torch.cuda.reset_peak_memory_stats(device)
-    step = config_step(config, device)
+def _gpu_step_figures(config, device: torch.device, dtype: torch.dtype | None,
+                      steps: int) -> dict[str, float]:
+    """img/s over ``steps`` timed optimizer steps in autocast ``dtype`` and the peak allocated GiB
+    over them, after one untimed step (which makes Adam's state and autotunes cuDNN)."""
+    step = config_step(config, device, dtype=dtype)
     step()
     torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
     for _ in range(steps):
         step()

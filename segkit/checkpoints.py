@@ -1,9 +1,11 @@
 """Checkpoints: plain tensors and plain metadata, written atomically, read with ``weights_only=True``.
 
 A checkpoint holds the model's registry spec and weights, the optimizer, scheduler and loss-scaler
-states, the counters and history, every random state, and the run's config, so that ``-c`` continues
-exactly where a run stopped. It is always read onto the CPU first (as torchvision's reference does):
-random states must stay CPU tensors, and ``load_state_dict`` moves the rest to the model's device.
+states, the counters and history, every random state, the run's config, and the precision and
+number of processes it trained with, so that ``-c`` continues exactly where a run stopped, or says
+in one line what differs when it continues on other hardware. It is always read onto the CPU first
+(as torchvision's reference does): random states must stay CPU tensors, and ``load_state_dict``
+moves the rest to the model's device.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class RunState(Protocol):
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    context: Any  # a ``segkit.context.RunContext``: its ``precision`` and ``processes`` are saved
     epoch: int
     step: int
     history: list[dict[str, Any]]
@@ -60,16 +63,27 @@ def rng_state() -> dict[str, Any]:
     }
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore the random states of ``rng_state()`` (tensors read onto the CPU)."""
+def set_rng_state(state: dict[str, Any]) -> str | None:
+    """Restore the random states of ``rng_state()`` (tensors read onto the CPU); returns what could
+    not be, or None.
+
+    One state is saved per GPU the saving process saw: a machine with fewer GPUs restores as many
+    as it has (``torch.cuda.set_rng_state_all`` would fail on the first one missing), and one with
+    none restores only the CPU's.
+    """
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["gauss"]))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state["cuda"]
+    here = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for index, gpu_state in enumerate(saved[:here]):
+        torch.cuda.set_rng_state(gpu_state, index)
+    if len(saved) > here:
+        return f"the random states of {len(saved)} GPUs saved, {here} here to take them"
+    return None
 
 
 def save_checkpoint(path: str | os.PathLike, state: RunState) -> Path:
@@ -84,6 +98,8 @@ def save_checkpoint(path: str | os.PathLike, state: RunState) -> Path:
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
         "scaler": state.scaler.state_dict(),
+        "precision": state.context.precision,
+        "processes": state.context.processes,
         "epoch": state.epoch,
         "step": state.step,
         "best_miou": state.best_miou,
@@ -131,17 +147,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return checkpoint
 
 
-def restore(state: RunState, path: str | os.PathLike) -> None:
+def restore(state: RunState, path: str | os.PathLike) -> str | None:
     """Continue from the checkpoint at ``path``: weights, optimizer, scheduler, scaler, counters, RNG.
 
     The file is read onto the CPU; ``load_state_dict`` copies weights and optimizer state onto the
-    device the model is on.
+    device the model is on. The run may continue on other hardware than it was saved on (``-c
+    --device``): another precision (bf16 saved on an Ampere card or a CPU, fp16 on a Turing card),
+    where a loss scale carries over only from fp16 to fp16 and otherwise starts afresh; or another
+    number of processes or GPUs. Returns one line saying what changed, or None.
     """
     checkpoint = load_checkpoint(path)
     unwrap(state.model).load_state_dict(checkpoint["state_dict"])
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.scheduler.load_state_dict(checkpoint["scheduler"])
-    state.scaler.load_state_dict(checkpoint["scaler"])
+    # a disabled scaler saves {}: fp16 loss scaling has nothing to continue from another precision
+    if checkpoint["scaler"] and state.scaler.is_enabled():
+        state.scaler.load_state_dict(checkpoint["scaler"])
     state.epoch, state.step = checkpoint["epoch"], checkpoint["step"]
     state.best_miou, state.history = checkpoint["best_miou"], list(checkpoint["history"])
     # checkpoints written before time budgets existed hold no times
@@ -150,7 +171,28 @@ def restore(state: RunState, path: str | os.PathLike) -> None:
     state.images_seen = checkpoint.get("images_seen", 0)
     if state.plan is not None and checkpoint.get("plan"):
         state.plan.load_state_dict(checkpoint["plan"])
-    set_rng_state(checkpoint["rng"])
+    changes = [*_hardware_changes(checkpoint, state), set_rng_state(checkpoint["rng"])]
+    changes = [change for change in changes if change]
+    return f"note: {path} continues on other hardware: {'; '.join(changes)}" if changes else None
+
+
+def _hardware_changes(checkpoint: dict, state: RunState) -> list[str]:
+    """What differs between how the checkpoint was trained and how ``state`` continues it."""
+    # checkpoints of an earlier segkit record neither: a loss scale saved means fp16
+    saved = checkpoint.get("precision", "fp16" if checkpoint["scaler"] else None)
+    now = state.context.precision
+    changes = []
+    if saved is not None and saved != now:
+        scale = (", its loss scale starting afresh" if now == "fp16"
+                 else ", without loss scaling" if saved == "fp16" else "")
+        changes.append(f"trained in {saved}, continues in {now}{scale}")
+    processes = checkpoint.get("processes", 1)
+    if processes != state.context.processes:
+        batch = state.config.batch_size
+        changes.append(f"trained by {processes} processes, continues with {state.context.processes}: "
+                       f"a global batch of {batch * state.context.processes} instead of "
+                       f"{batch * processes}")
+    return changes
 
 
 def model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",

@@ -206,7 +206,7 @@ def _add_bench(commands) -> None:
                                            "each size (fp32, channels_last, bf16 on CPU / AMP on "
                                            "CUDA), and the confusion matrix against a one-hot "
                                            "reference.")
-    train.add_argument("--models", nargs="+", default=["my_fcn", "unet", "deeplabv3plus"])
+    train.add_argument("--models", nargs="+", help="default: every model")
     train.add_argument("--sizes", nargs="+", type=_size, default=[(256, 128), (512, 256)],
                        metavar="WxH")
     train.add_argument("--batch-size", type=_whole(1), default=8)
@@ -223,10 +223,11 @@ def _add_bench(commands) -> None:
                                          "training img/s, peak memory measured against segkit plan's "
                                          "estimate, and loader samples/s against the step rate. "
                                          "Without CUDA it says so in one line and measures nothing.")
-    gpu.add_argument("--models", nargs="+", default=["my_fcn", "unet", "deeplabv3plus"])
+    gpu.add_argument("--models", nargs="+", help="default: every model")
     gpu.add_argument("--profile", default="laptop", help="default: %(default)s")
     gpu.add_argument("--gpu-memory", type=_gib, default=6.0, metavar="GIB",
-                     help="allocator cap (default: %(default)s, the original study's 6 GB card)")
+                     help="the card to imitate, its CUDA context included (default: %(default)s, the "
+                          "original study's 6 GB card)")
     gpu.add_argument("--steps", type=_whole(1), default=5,
                      help="timed steps per model (default: %(default)s)")
     gpu.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
@@ -315,9 +316,12 @@ def _run_plan(args) -> int:
 
         plans = planner.profile_plans(profile_name(args.profile))
     else:
-        models = [args.model] if args.model else ["my_fcn", "unet", "deeplabv3plus"]
+        from segkit.models.registry import list_models, model_info
+
+        models = [args.model] if args.model else list_models()
         precisions = ["fp32" if amp == "off" else amp for amp in (args.amp or ["off", "fp16"])]
-        options = {"deeplabv3plus": {"backbone": args.backbone or "resnet101"}}
+        options = {model: {"backbone": args.backbone} for model in models
+                   if args.backbone and model_info(model).backbone}
         plans = planner.grid_plans(models, batches=args.batch_size or [2, 4, 8],
                                    sizes=args.size or [(512, 256), (768, 384), (1024, 512)],
                                    precisions=precisions,
@@ -392,8 +396,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="under torchrun on GPUs: BatchNorm statistics over the global batch")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--gpu-memory", type=_gib, metavar="GIB",
-                        help="cap torch's CUDA allocator at this many GiB, so that a large GPU behaves "
-                             "like a smaller card; --batch-size auto plans for it too")
+                        help="imitate a card of this many GiB on a larger GPU: torch's CUDA allocator "
+                             "gets this less the CUDA context measured; --batch-size auto plans for it")
     parser.add_argument("--deterministic", action="store_true", default=None,
                         help="deterministic kernels: repeatable on the CPU, slower on GPUs "
                              "(default: off, cuDNN autotuning on; the ci profile turns it on)")
@@ -419,21 +423,28 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_options(args) -> dict:
-    from segkit.models.registry import resolve_name
+    """The model options the train flags give, as the model declares them in the registry: the
+    backbone flags for a model that takes a backbone, ``--checkpointing`` as its own option."""
+    from segkit.models.registry import list_models, model_info
 
-    deeplab = resolve_name(args.model) == "deeplabv3plus"
-    deeplab_only = {"--backbone": args.backbone, "--output-stride": args.output_stride,
-                    "--pretrained-backbone": args.pretrained_backbone,
-                    "--allow-random-init": args.allow_random_init or None}
-    given = [flag for flag, value in deeplab_only.items() if value is not None]
-    if given and not deeplab:
+    info = model_info(args.model)
+    backbone_flags = {"--backbone": args.backbone, "--output-stride": args.output_stride,
+                      "--pretrained-backbone": args.pretrained_backbone,
+                      "--allow-random-init": args.allow_random_init or None}
+    given = [flag for flag, value in backbone_flags.items() if value is not None]
+    if given and not info.backbone:
+        takers = ", ".join(name for name in list_models() if model_info(name).backbone)
         raise DataError(f"{', '.join(given)}: {'options' if len(given) > 1 else 'an option'} of "
-                        f"-m deeplab only, not of {args.model}; drop {'them' if len(given) > 1 else 'it'}")
+                        f"models with a backbone ({takers}), not of {args.model}; drop "
+                        f"{'them' if len(given) > 1 else 'it'}")
+    if args.checkpointing and info.checkpoint_option is None:
+        raise DataError(f"--checkpointing: {args.model} has no activation checkpointing; drop it")
     options = {"backbone": args.backbone, "output_stride": args.output_stride,
-               "checkpoint_backbone" if deeplab else "checkpointing": args.checkpointing or None,
                "allow_random_init": args.allow_random_init or None,
                "pretrained_backbone": (True if args.pretrained_backbone == "imagenet"
                                        else args.pretrained_backbone)}
+    if args.checkpointing:
+        options[info.checkpoint_option] = True
     return {k: v for k, v in options.items() if v is not None}
 
 

@@ -4,9 +4,10 @@
 Table 1 (Adam, lr 1e-3, weight decay 1e-5, batch 8). Notebooks use ``dataclasses.replace(cfg, …)``;
 the command line is built from the same fields; ``asdict(cfg)`` goes into every checkpoint.
 
-Profiles (``ci``, ``cpu``, ``laptop``, ``gpu``) choose data size, resolution and epochs so that one
-notebook runs in minutes on two CPU cores for CI, gives a real result on a laptop CPU, fits a 6 GB
-laptop GPU, or follows the original study on a large GPU. Pick one by argument or with the
+Profiles (``ci``, ``cpu``, ``laptop``, ``gpu``) choose data size, resolution and how long each model
+trains (epochs, or a time budget) so that one notebook runs in minutes on two CPU cores for CI, gives
+a real result in minutes on a laptop CPU, fits a 6 GB laptop GPU, or follows the original study on
+a large GPU. Pick one by argument or with the
 ``SEGKIT_PROFILE`` environment variable; ``auto`` (the default) picks ``cpu``, ``laptop`` or ``gpu``
 from the device and its memory.
 """
@@ -62,7 +63,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # deterministic kernels (slower on GPUs; the ci profile's choice)
     log_every: int = 20  # batches between loss read-backs (each waits for the GPU)
-    gpu_memory: float | None = None  # GiB: cap torch's CUDA allocator, to behave like a smaller card
+    gpu_memory: float | None = None  # GiB: imitate a card this large (its CUDA context included)
     max_iters: int | None = None  # cap on training iterations per epoch (quick runs)
     max_val_batches: int | None = None  # cap on validation batches (quick runs)
     val_every: int = 1  # validate every so many epochs
@@ -109,7 +110,7 @@ class TrainConfig:
         if self.amp != "auto":
             extras.append(f"amp {self.amp}")
         if self.gpu_memory:
-            extras.append(f"CUDA allocator capped at {self.gpu_memory:g} GiB")
+            extras.append(f"imitating a {self.gpu_memory:g} GiB card")
         length = (f"{self.epochs} epochs" if self.time_budget is None
                   else f"a {format_duration(self.time_budget)} budget")
         return (f"{length} of {width}x{height} crops, {batch}, "
@@ -179,18 +180,22 @@ PROFILES = {
                    per_model={"deeplabv3plus": {"lr": 1e-3,
                                                 "model_options": {"backbone": "mobilenet_v3_large",
                                                                   "pretrained_backbone": True}}}),
+    # gpu and laptop train for a time budget too, the poly schedule decaying to zero over it, so that
+    # a learner knows how long the course takes on a card as on a CPU. Planned, not yet measured on
+    # a GPU: 15 minutes a model on a large card, 10 on a 6 GB one.
     "gpu": Profile("gpu", synth_size=(2048, 1024), synth_frames=200,
-                   train={"size": (1024, 512), "epochs": 100, "batch_size": 8, "num_workers": 8,
+                   train={"size": (1024, 512), "time_budget": 900.0, "batch_size": 8, "num_workers": 8,
                           "scheduler": "poly", "warmup_iters": 100, "amp": "auto",
                           "channels_last": True},
                    per_model={"deeplabv3plus": {"model_options": {"pretrained_backbone": True}}}),
     # laptop: a 6 GB card (GTX 1660 Ti, RTX 2060, 3050-3060 laptop). The largest shared crop and batch
     # that fit all three models with 10 % kept free (`segkit plan --profile laptop --gpu-memory 6`):
-    # 1024x512 batch 8 in fp16, with activation checkpointing for my_fcn (6.1 GiB without) and
-    # DeepLabV3+ ResNet-101 (7.6 GiB without); U-Net fits without it (4.0 GiB).
+    # 1024x512 batch 8 in 16 bits (bf16 on the 30xx cards, which have it natively; fp16 on the
+    # others, after a trial step shows it finite there), with activation checkpointing for my_fcn
+    # (6.1 GiB without) and DeepLabV3+ ResNet-101 (7.6 GiB without); U-Net fits without it (4.0 GiB).
     "laptop": Profile("laptop", synth_size=(2048, 1024), synth_frames=100,
-                      train={"size": (1024, 512), "epochs": 60, "batch_size": 8, "num_workers": 4,
-                             "scheduler": "poly", "warmup_iters": 100, "amp": "fp16",
+                      train={"size": (1024, 512), "time_budget": 600.0, "batch_size": 8,
+                             "num_workers": 4, "scheduler": "poly", "warmup_iters": 100, "amp": "auto",
                              "channels_last": True},
                       per_model={"my_fcn": {"model_options": {"checkpointing": True}},
                                  "deeplabv3plus": {"model_options": {
@@ -217,22 +222,29 @@ def auto_profile() -> tuple[str, str]:
     return name, f"{torch.cuda.get_device_name()}, {memory:.1f} GiB"
 
 
-def profile_name(name: str | None = None) -> str:
-    """The profile ``name``, else ``$SEGKIT_PROFILE``, else ``auto`` resolved for this machine."""
+def resolve_profile(name: str | None = None) -> tuple[str, str]:
+    """The profile ``name``, else ``$SEGKIT_PROFILE``, else the one ``auto`` picks for this machine
+    (asking the GPU once), and why: ``("ci", "named")``, ``("laptop", "auto: NVIDIA GeForce GTX
+    1660 Ti, 5.8 GiB")``."""
     name = name or os.environ.get("SEGKIT_PROFILE") or "auto"
+    why = "named"
     if name == "auto":
-        name = auto_profile()[0]
+        name, seen = auto_profile()
+        why = f"auto: {seen}"
     if name not in PROFILES:
         raise KeyError(f"unknown profile {name!r}; choose one of auto, {', '.join(PROFILES)}")
-    return name
+    return name, why
+
+
+def profile_name(name: str | None = None) -> str:
+    """The profile ``name``, else ``$SEGKIT_PROFILE``, else ``auto`` resolved for this machine."""
+    return resolve_profile(name)[0]
 
 
 def describe_profile(name: str | None = None) -> str:
     """``"profile laptop (auto: NVIDIA GeForce GTX 1660 Ti, 5.8 GiB)"``, or ``"profile ci"`` when named."""
-    chosen = profile_name(name)
-    if (name or os.environ.get("SEGKIT_PROFILE") or "auto") != "auto":
-        return f"profile {chosen}"
-    return f"profile {chosen} (auto: {auto_profile()[1]})"
+    chosen, why = resolve_profile(name)
+    return f"profile {chosen}" if why == "named" else f"profile {chosen} ({why})"
 
 
 def get_profile(name: str | None = None) -> Profile:

@@ -28,7 +28,7 @@ from segkit.datasets import CityscapesSegmentation, ensure_synthetic
 from segkit.engine import FitState
 from segkit.inference import compare_protocols
 from segkit.models import PretrainedWeightsWarning
-from segkit.models.registry import model_options
+from segkit.models.registry import model_info, model_options
 from segkit.planner import checkpointing
 from segkit.prepare import MANIFEST, read_manifest
 from segkit.run import read_record, set_aside
@@ -179,10 +179,12 @@ WHY_THE_PROFILE_DIFFERS = {
                       "learns more (Budgeted Training, Li et al., 2020)",
             "batch_size": "twice the updates for the same images seen",
             "lr": "a rate that decays to zero over a short budget can start higher"},
-    "laptop": {"length": "the poly schedule brings the rate to zero by the last epoch, so a shorter "
-                         "run ends settled rather than cut off"},
-    "gpu": {"length": "the poly schedule brings the rate to zero by the last epoch, so a shorter "
-                      "run ends settled rather than cut off"},
+    "laptop": {"length": "the course takes a known time on a 6 GB card (planned: not yet measured on "
+                         "one), and the poly schedule brings the rate to zero at the budget's end, "
+                         "so the run ends settled rather than cut off"},
+    "gpu": {"length": "the course takes a known time on a large card (planned: not yet measured on "
+                      "one), and the poly schedule brings the rate to zero at the budget's end, so "
+                      "the run ends settled rather than cut off"},
 }
 OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD with momentum 0.9"}
 BACKBONE_NAMES = {"mobilenet_v3_large": "MobileNetV3-Large", "resnet50": "ResNet-50",
@@ -236,7 +238,7 @@ def _recipe_items(config: TrainConfig, device: torch.device) -> list[tuple[str, 
         ("Activation checkpointing", "on: activations are recomputed in backward, to save memory"
          if checkpointing(config) else "off"),
     ]
-    if "backbone" in model_options(config.model):
+    if model_info(config.model).backbone:
         items.append(("Backbone", _backbone_words(config)))
     items.append(("Validation", _validation_words(config)))
     if config.deterministic:

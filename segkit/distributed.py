@@ -208,6 +208,16 @@ def all_reduce_sum(value: int) -> int:
     return int(tensor.item())
 
 
+def smallest(value: int) -> int:
+    """The smallest ``value`` over processes (``value`` itself without a process group): e.g. the
+    batch every process can take."""
+    if not is_initialized():
+        return value
+    values: list[Any] = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return min(values)
+
+
 def from_main(value: Any) -> Any:
     """Process 0's ``value`` in every process (``value`` itself without a process group)."""
     if not is_initialized():

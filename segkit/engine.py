@@ -1,11 +1,13 @@
 """The one training loop and the one scoring loop, shared by the notebooks and the command line.
 
-``fit`` trains with a ``TrainConfig``; progress bars, TensorBoard, live plots and checkpoints are
-callbacks (``segkit.callbacks``) that observe a ``FitState``. ``validate`` is the one loop that
-scores a model over a loader under ``torch.inference_mode``: ``fit`` calls it each epoch on the
-batches as they come, and ``segkit.inference.evaluate`` through a test-time recipe (sliding window,
-flip, multi-scale). This module never imports ``segkit.inference``: inference builds on it.
-Checkpoints hold plain data only and load with ``weights_only=True``.
+``fit`` trains with a ``TrainConfig`` in a ``RunContext`` (``segkit.context``: the device,
+precision, layout and memory cap resolved once for the run); progress bars, TensorBoard, live
+plots and checkpoints are callbacks (``segkit.callbacks``) that observe a ``FitState``.
+``validate`` is the one loop that scores a model over a loader under ``torch.inference_mode``:
+``fit`` calls it each epoch on the batches as they come, and ``segkit.inference.evaluate`` through
+a test-time recipe (sliding window, flip, multi-scale). This module never imports
+``segkit.inference``: inference builds on it. Checkpoints hold plain data only and load with
+``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from segkit import budget, distributed, labels
 from segkit.budget import StepPlan
 from segkit.checkpoints import restore, unwrap
 from segkit.config import TrainConfig
+from segkit.context import RunContext, resolve_run
 from segkit.datasets import check_has_labels, class_pixels
 from segkit.io import DataError
 from segkit.losses import build_loss, class_weights_from_histogram
 from segkit.metrics import ConfusionMatrix
-from segkit.runtime import autocast_dtype, cap_gpu_memory, resolve_device, seed_everything, set_determinism
+from segkit.models.registry import min_train_batch
+from segkit.runtime import seed_everything
 from segkit.step import forward_backward, optimizer_step
 
 OOM_ADVICE = ("CUDA ran out of memory. See what fits first with `segkit plan` (or --batch-size auto). "
@@ -53,7 +57,7 @@ class FitState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    device: torch.device
+    context: RunContext  # device, precision, layout, memory cap: resolved once for the run
     num_classes: int
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken
@@ -67,6 +71,12 @@ class FitState:
     images_seen: int = 0  # training images, summed over processes
     plan: StepPlan | None = None  # the steps a ``config.time_budget`` turns into
     val_example: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # image, mask, pred
+    min_batch: int = 1  # the smallest chunk ``oom="retry"`` may split a batch into (the registry's)
+
+    @property
+    def device(self) -> torch.device:
+        """The run's device (``context.device``)."""
+        return self.context.device
 
     @property
     def last(self) -> dict[str, Any]:
@@ -183,7 +193,7 @@ def steps_per_epoch(loader: DataLoader, config: TrainConfig) -> int:
 
 def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None,
         config: TrainConfig, callbacks: Sequence[Callback] = (), *,
-        resume: str | os.PathLike | None = None) -> FitState:
+        resume: str | os.PathLike | None = None, context: RunContext | None = None) -> FitState:
     """Train ``model`` for ``config.epochs`` epochs; validate, call back and checkpoint each epoch.
 
     Args:
@@ -192,7 +202,11 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         val_loader: the same for validation, or None to skip validation.
         config: the run's settings.
         callbacks: observers (progress, TensorBoard, plots, checkpoints: ``segkit.callbacks``).
-        resume: a checkpoint (e.g. ``last.pt``) to continue from exactly where it stopped.
+        resume: a checkpoint (e.g. ``last.pt``) to continue from exactly where it stopped; a
+            change of precision or of the number of processes since it was saved is said in
+            one line.
+        context: the run resolved (``segkit.context.resolve_run(config)``, which ``segkit
+            train`` calls once); None resolves it here, settling ``channels_last="auto"`` too.
 
     Under torchrun (``segkit.distributed.process_group``) the model is trained in
     DistributedDataParallel, each process on its own share of the batches; losses and scores are
@@ -204,26 +218,21 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         validation split: see ``validate``) and ``state.stop`` says why training ended early, if
         it did.
     """
-    if config.channels_last == "auto":
-        raise ValueError("channels_last='auto' is settled before fit, by measuring: pass the config "
-                         "through segkit.step.resolve_channels_last(config, device) first")
-    set_determinism(config.deterministic)
+    if context is None:
+        config, context = resolve_run(config, model=model)
     seed_everything(config.seed)
-    device = resolve_device(config.device)
-    cap_gpu_memory(config.gpu_memory, device)
+    device = context.device
+    smallest = min_train_batch(model)
     model.to(device)
-    if config.channels_last:
+    if context.channels_last:
         model.to(memory_format=torch.channels_last)
     model = distributed.wrap(model, device, sync_bn=config.sync_bn, oom=config.oom)  # DDP under torchrun
     num_classes = labels.num_classes(config.label_scheme)
-    dtype = autocast_dtype(config.amp, device)
     epoch_steps = steps_per_epoch(train_loader, config)
     optimizer = build_optimizer(model, config)
     plan = _step_plan(config, epoch_steps, val_loader)
-    state = FitState(model, config, optimizer,
-                     build_scheduler(optimizer, config, epoch_steps, plan),
-                     torch.amp.GradScaler(device.type, enabled=dtype is torch.float16), device,
-                     num_classes, plan=plan)
+    state = FitState(model, config, optimizer, build_scheduler(optimizer, config, epoch_steps, plan),
+                     context.grad_scaler(), context, num_classes, plan=plan, min_batch=smallest)
     criterion = build_criterion(config, train_loader.dataset, device)
     if _iters_per_epoch(train_loader, config) == 0:
         dataset = train_loader.dataset
@@ -232,14 +241,14 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                         "(the last, smaller batch is dropped); give a smaller --batch-size or more frames")
     if val_loader is not None:
         check_has_labels(val_loader.dataset)  # before training, not after the first epoch
-    if resume is not None:
-        restore(state, resume)
+    if resume is not None and (changed := restore(state, resume)) and distributed.is_main_process():
+        print(changed, flush=True)
     for callback in callbacks:
         callback.on_fit_start(state)
     while not _finished(state):
         started = budget.clock()
         _start_epoch(state, train_loader)
-        train_loss, ending = _train_one_epoch(state, train_loader, criterion, dtype, callbacks, started)
+        train_loss, ending = _train_one_epoch(state, train_loader, criterion, callbacks, started)
         if state.stop is not None:
             break
         trained = budget.clock() - started
@@ -249,7 +258,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         if val_loader is not None and ((state.epoch + 1) % config.val_every == 0 or final):
             validating = budget.clock()
             scores = validate(unwrap(model), val_loader, num_classes=num_classes, device=device,
-                              amp=config.amp, max_batches=config.max_val_batches,
+                              dtype=context.dtype, max_batches=config.max_val_batches,
                               criterion=criterion, state=state)
             del scores["confusion"]  # kept by validate for callers; a history row stays small
             if not scores.pop("finite"):
@@ -338,15 +347,16 @@ def _iters_per_epoch(loader: DataLoader, config: TrainConfig) -> int:
 
 
 def _train_one_epoch(state: FitState, loader: DataLoader, criterion: nn.Module,
-                     dtype: torch.dtype | None, callbacks: Sequence[Callback],
-                     started: float) -> tuple[float, bool]:
+                     callbacks: Sequence[Callback], started: float) -> tuple[float, bool]:
     """One pass over ``loader`` (begun at ``started``); returns the mean training loss (NaN if it
     stopped early) and whether the time budget ended it.
 
     Losses stay on the device and are read back only every ``config.log_every`` batches and at the
     end of the epoch: each read-back waits for the GPU to finish all queued work. The budget is
     checked after every optimizer step; under torchrun at read-backs only, by all processes
-    together, so that they stop at the same step.
+    together, so that they stop at the same step. An accumulation window is ``config.accumulate``
+    batches, the epoch's last one what is left; each window's gradient is the mean of its own
+    batches' gradients.
     """
     config, model = state.config, state.model
     model.train()
@@ -360,10 +370,12 @@ def _train_one_epoch(state: FitState, loader: DataLoader, criterion: nn.Module,
             break
         window.append(batch)
         state.images_seen += len(batch[0]) * distributed.world_size()
-        last_in_window = len(window) == config.accumulate or index + 1 == limit
+        # the batches of this window: accumulate of them, or what the epoch has left
+        window_size = min(config.accumulate, limit - (index + 1 - len(window)))
+        last_in_window = len(window) == window_size
         # under DDP, gradients are averaged between processes once per optimizer step, not per batch
         with distributed.no_sync(model, skip=not last_in_window):
-            window_losses = _backward_newest(state, window, window_losses, criterion, dtype)
+            window_losses = _backward_newest(state, window, window_losses, criterion, window_size)
         if last_in_window:
             _optimizer_step(state)
             unread = unread + torch.stack(window_losses).sum()
@@ -409,8 +421,9 @@ def _kept(state: FitState) -> str:
 
 
 def _backward_newest(state: FitState, window: list[Batch], losses: list[torch.Tensor],
-                     criterion: nn.Module, dtype: torch.dtype | None) -> list[torch.Tensor]:
-    """Forward and backward of the window's newest batch; returns the window's losses so far.
+                     criterion: nn.Module, window_size: int) -> list[torch.Tensor]:
+    """Forward and backward of the newest batch of a window of ``window_size`` batches; returns the
+    window's losses so far.
 
     After an out-of-memory error with ``oom="retry"`` the gradients are zeroed and the whole
     accumulation window is done again in twice as many chunks per batch, so that no batch of the
@@ -419,7 +432,7 @@ def _backward_newest(state: FitState, window: list[Batch], losses: list[torch.Te
     todo = window[-1:]
     while True:
         try:
-            return [*losses, *(_batch_backward(state, *batch, criterion, dtype) for batch in todo)]
+            return [*losses, *(_batch_backward(state, *batch, criterion, window_size) for batch in todo)]
         except torch.OutOfMemoryError as error:
             _after_oom(state, window[-1][0], error)
             todo, losses = window, []
@@ -435,21 +448,32 @@ def to_device(images: torch.Tensor, masks: torch.Tensor, device: torch.device,
 
 
 def _batch_backward(state: FitState, images: torch.Tensor, masks: torch.Tensor,
-                    criterion: nn.Module, dtype: torch.dtype | None) -> torch.Tensor:
-    """Loss and gradients of one batch in ``state.splits`` chunks; returns the loss, on the device.
+                    criterion: nn.Module, window_size: int) -> torch.Tensor:
+    """Loss and gradients of one batch in ``state.splits`` chunks (``_chunks``: none smaller than
+    the model trains on); returns the loss, on the device.
 
     Each chunk's gradients count by its share of the batch, and the batch's by its share of the
-    accumulation window, so that the step sees the gradient of the window's mean loss.
+    accumulation window (one of ``window_size`` batches), so that the step sees the gradient of
+    the window's mean loss.
     """
-    images, masks = to_device(images, masks, state.device, state.config.channels_last)
+    images, masks = to_device(images, masks, state.device, state.context.channels_last)
     total = torch.zeros((), device=state.device)
-    for chunk_images, chunk_masks in zip(images.chunk(state.splits), masks.chunk(state.splits),
+    parts = _chunks(state.splits, len(images), state.min_batch)
+    for chunk_images, chunk_masks in zip(images.tensor_split(parts), masks.tensor_split(parts),
                                          strict=True):
         share = len(chunk_images) / len(images)
-        loss = forward_backward(state.model, chunk_images, chunk_masks, criterion, dtype=dtype,
-                                scaler=state.scaler, scale=share / state.config.accumulate)
+        loss = forward_backward(state.model, chunk_images, chunk_masks, criterion,
+                                dtype=state.context.dtype, scaler=state.scaler,
+                                scale=share / window_size)
         total = total + loss * share
     return total
+
+
+def _chunks(splits: int, batch: int, smallest: int = 1) -> int:
+    """How many chunks a batch of ``batch`` frames is split into: ``splits``, but none smaller than
+    ``smallest``, the smallest batch the model trains on (DeepLabV3+'s image pooling cannot train
+    on one frame: 3 frames of it stay whole, 7 go in 3 chunks of 3, 2 and 2, never 2, 2, 2, 1)."""
+    return max(1, min(splits, batch // smallest))
 
 
 def _after_oom(state: FitState, images: torch.Tensor, error: Exception) -> None:
@@ -457,12 +481,16 @@ def _after_oom(state: FitState, images: torch.Tensor, error: Exception) -> None:
     state.optimizer.zero_grad(set_to_none=True)
     if state.device.type == "cuda":
         torch.cuda.empty_cache()
-    if state.config.oom != "retry" or state.splits >= len(images):
+    done, more = (_chunks(splits, len(images), state.min_batch)
+                  for splits in (state.splits, 2 * state.splits))
+    if state.config.oom != "retry" or more == done:
+        smallest = (f"; the model trains on no fewer than {state.min_batch} frames at once"
+                    if state.config.oom == "retry" and state.min_batch > 1 else "")
         raise RuntimeError(f"{OOM_ADVICE} (batch {len(images)}, size {tuple(images.shape[-2:])}, "
-                           f"split in {state.splits})") from error
+                           f"split in {done}{smallest})") from error
     state.splits *= 2
-    print(f"out of memory with batch {len(images)} in {state.splits // 2} chunk(s): redoing the "
-          f"accumulation window in {state.splits}", flush=True)
+    print(f"out of memory with batch {len(images)} in {done} chunk(s): redoing the "
+          f"accumulation window in {more}", flush=True)
 
 
 def _optimizer_step(state: FitState) -> None:
@@ -476,7 +504,8 @@ def _optimizer_step(state: FitState) -> None:
 
 @torch.inference_mode()
 def validate(model: nn.Module, loader: Iterable, *, num_classes: int, device: torch.device,
-             amp: str = "off", max_batches: int | None = None, forward: Forward | None = None,
+             dtype: torch.dtype | None = None, max_batches: int | None = None,
+             forward: Forward | None = None,
              criterion: nn.Module | None = None,
              on_batch: Callable[[int, torch.Tensor], None] | None = None,
              state: FitState | None = None) -> dict[str, Any]:
@@ -492,7 +521,8 @@ def validate(model: nn.Module, loader: Iterable, *, num_classes: int, device: to
     ``finite`` (no NaN or inf logits in any process). A ``forward`` with a ``classes`` method (a
     ``segkit.inference.Inference``) gives the class maps directly when neither a loss nor ``state``
     asks for the scores, so that memory grows with the labels, not with the classes times them;
-    ``finite`` is then not checked.
+    ``finite`` is then not checked. ``dtype`` is the autocast precision, resolved by the caller
+    (``fit`` passes its run's, ``RunContext.dtype``); None scores in fp32.
 
     With ``criterion`` (a loss of ``segkit.losses.build_loss``: ``fit`` passes the one it trains
     with, class weights included) also ``loss``, its mean over the whole split::
@@ -509,7 +539,6 @@ def validate(model: nn.Module, loader: Iterable, *, num_classes: int, device: to
     if criterion is not None and getattr(forward, "passes", 1) > 1:
         raise ValueError("a validation loss needs logits, and a forward of several passes (flip, "
                          "scales) averages probabilities: score its loss with a single pass")
-    dtype = autocast_dtype(amp, device)
     # Scores are needed for a loss and for training's finite check; scoring alone needs classes
     classes_only = criterion is None and state is None and hasattr(forward, "classes")
     model.eval()

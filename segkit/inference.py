@@ -395,8 +395,9 @@ def evaluate(model: nn.Module, loader: Iterable, *, num_classes: int | None = No
     check_has_labels(getattr(loader, "dataset", None))
     num_classes = num_classes or model_spec(model)["options"]["num_classes"]
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    return validate(model, loader, num_classes=num_classes, device=device, amp=amp,
-                    max_batches=max_batches, forward=inference, on_batch=on_batch)
+    return validate(model, loader, num_classes=num_classes, device=device,
+                    dtype=autocast_dtype(amp, device), max_batches=max_batches, forward=inference,
+                    on_batch=on_batch)
 
 
 @torch.inference_mode()

@@ -159,10 +159,13 @@ def sha256(data: bytes) -> str:
 
 
 def remove_partials(root: Path) -> int:
-    """Delete temporary files an interrupted run left under ``root``; return how many."""
+    """Delete temporary files an interrupted run left under ``root``; return how many were there.
+
+    A file already gone when its turn comes (another process cleaning the same folder) is fine.
+    """
     partials = list(root.rglob(f".*{PARTIAL_SUFFIX}"))
     for path in partials:
-        path.unlink()
+        path.unlink(missing_ok=True)
     return len(partials)
 
 

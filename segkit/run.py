@@ -25,14 +25,14 @@ from typing import Any
 
 import torch
 
-from segkit import __version__
+from segkit import __version__, distributed
 from segkit.budget import format_duration
 from segkit.checkpoints import load_checkpoint, unwrap
 from segkit.config import TrainConfig, profile_name
 from segkit.engine import Callback, FitState
 from segkit.io import PARTIAL_SUFFIX, DataError, atomic_write, remove_partials
 from segkit.models.registry import resolve_name
-from segkit.runtime import autocast_dtype, precision_name
+from segkit.step import gradient_pass, random_batch
 
 try:
     import fcntl
@@ -194,7 +194,8 @@ def continued_config(last: Path, model: str, *, data: str | os.PathLike | None =
                    if read_record(last.parent) is not None else
                    "nothing to continue (train without -c/--continue_training first)")
         raise DataError(f"{last}: {started}")
-    remove_partials(last.parent)  # a save that was killed half-way
+    if distributed.launch_rank() == 0:  # the folder's owner: torchrun's other processes only read
+        remove_partials(last.parent)  # a save that was killed half-way
     checkpoint = load_checkpoint(last)
     recorded = TrainConfig.from_dict(checkpoint["config"])
     given = {"model": resolve_name(model), **changes}
@@ -296,8 +297,10 @@ def _refuse_change(last: Path, name: str, recorded: Any, given: Any) -> None:
 
 
 class RunRecord(Callback):
-    """``run.json``: the config, the history so far, and at the end how long the run took, how many
-    images it saw, its speed in the precision it trained in, and the peak memory of a step.
+    """``run.json``: the config, the run as resolved (``RunContext.record()``: device, precision and
+    why, loss scaling, memory layout, memory cap, profile and why, how the batch was chosen,
+    processes), the history so far, and at the end how long the run took, how many images it
+    saw, its speed in the precision it trained in, and the peak memory of a training step.
 
     Written atomically when training starts, after every epoch and at the end, so a killed run
     still says how far it got; ``status`` is ``running``, ``finished`` or ``stopped``.
@@ -328,17 +331,17 @@ class RunRecord(Callback):
         self._write(state, "running")
 
     def on_fit_end(self, state: FitState) -> None:
-        peak_mb = _step_peak_mb(state, self.batch or state.config.batch_size)
-        self._write(state, "stopped" if state.stop else "finished", peak_mb=peak_mb)
+        peak_mb, how = _step_peak_mb(state, self.batch or state.config.batch_size)
+        self._write(state, "stopped" if state.stop else "finished", peak_mb=peak_mb, peak_how=how)
 
     def _write(self, state: FitState, status: str, **figures: Any) -> None:
         model = unwrap(state.model)
         record = {
             "format": RUN_FORMAT, "segkit": __version__, "status": status, "stopped": state.stop,
             "started": self.started, "model": state.config.model, **self.extra,
-            "config": asdict(state.config),
+            "config": asdict(state.config), "run": state.context.record(),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "precision": precision_name(autocast_dtype(state.config.amp, state.device)),
+            "precision": state.context.precision,
             "train_seconds": state.seconds, "images_seen": state.images_seen,
             "img_per_s": state.images_seen / state.train_seconds if state.train_seconds else math.nan,
             "plan": state.plan.state_dict() if state.plan else None,
@@ -352,40 +355,54 @@ class RunRecord(Callback):
 PROFILED_BATCH = 4
 
 
-def _step_peak_mb(state: FitState, batch: int) -> float:
-    """Peak MB of a training step at ``batch``: the CUDA allocator's over the run, or on the CPU a
-    profiled forward and backward of a copy of the trained model, in the run's precision and memory
-    layout. A batch above ``PROFILED_BATCH`` is not built (a batch of 100000 would fill the
-    machine's memory): two smaller ones are profiled and the growth per frame extended to it, as
-    the planner does (a step's memory is a fixed part plus a part per frame)."""
+def _step_peak_mb(state: FitState, batch: int) -> tuple[float, str]:
+    """The most MB torch held at once in a training step at ``batch``, and how it was measured.
+
+    One meaning on every device, that of the planner's ``Plan.tensor_gib``: the weights and the
+    optimizer state held across steps, plus everything a step allocates above them (gradients,
+    activations, temporaries). On CUDA that is the allocator's peak over the run
+    (``torch.cuda.max_memory_allocated``: training steps are its largest part; cuDNN's
+    workspaces included). On the CPU it is counted: the bytes held, plus a profiled forward and
+    backward of a copy of the trained model in the run's precision and layout above them. A
+    batch above ``PROFILED_BATCH`` is not built there (a batch of 100000 would fill the machine's
+    memory): two smaller ones are profiled and the growth per frame extended to it, as the
+    planner does (a step's memory is a fixed part plus a part per frame).
+    """
     if state.device.type == "cuda":
-        return torch.cuda.max_memory_allocated(state.device) / 2**20
+        return (torch.cuda.max_memory_allocated(state.device) / 2**20,
+                "torch.cuda.max_memory_allocated over the run")
+    how = "weights and optimizer state held, plus one forward and backward profiled on the CPU"
+    held = _held_bytes(state) / 2**20
     if batch <= PROFILED_BATCH:
-        return _profiled_step_mb(state, batch)
+        return held + _profiled_step_mb(state, batch), how
     half, full = (_profiled_step_mb(state, b) for b in (PROFILED_BATCH // 2, PROFILED_BATCH))
-    return full + (full - half) / (PROFILED_BATCH // 2) * (batch - PROFILED_BATCH)
+    return held + full + (full - half) / (PROFILED_BATCH // 2) * (batch - PROFILED_BATCH), how
+
+
+def _held_bytes(state: FitState) -> int:
+    """Bytes held across training steps: the model's weights and buffers, and the optimizer's state."""
+    model = unwrap(state.model)
+    tensors = [*model.parameters(), *model.buffers(),
+               *(value for per_weight in state.optimizer.state.values() for value in per_weight.values()
+                 if isinstance(value, torch.Tensor))]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _profiled_step_mb(state: FitState, batch: int) -> float:
-    """Peak MB torch allocates on the CPU for one forward and backward at ``batch``."""
+    """Peak MB torch allocates on the CPU for one forward and backward at ``batch``, above what it
+    held before (``step.gradient_pass`` of a copy of the model)."""
     import copy
 
     from segkit.losses import build_loss
     from segkit.planner import peak_bytes
-    from segkit.step import forward_backward
 
-    config = state.config
     model = copy.deepcopy(unwrap(state.model)).train()
-    width, height = config.size
-    images = torch.randn(batch, 3, height, width, device=state.device)
-    if config.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    masks = torch.randint(0, state.num_classes, (batch, height, width), device=state.device)
-    dtype = autocast_dtype(config.amp, state.device)
+    images, masks = random_batch(batch, state.config.size, state.device,
+                                 channels_last=state.context.channels_last,
+                                 num_classes=state.num_classes)
     criterion = build_loss("ce")
 
     def step() -> None:
-        forward_backward(model, images, masks, criterion, dtype=dtype)
-        model.zero_grad(set_to_none=True)
+        gradient_pass(model, images, masks, criterion, dtype=state.context.dtype)
 
     return peak_bytes(step, state.device) / 2**20

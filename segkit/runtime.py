@@ -1,14 +1,16 @@
 """What the hardware can do, asked in one place: the device, seeds and determinism, mixed precision,
-and a cap on the CUDA allocator.
+and a cap on the CUDA allocator. ``segkit.context.resolve_run`` asks once per run and keeps the
+answers in a ``RunContext``.
 
 Everything here is small on purpose: branches that only a GPU takes are kept to a line or two and
-tested on the CPU with stand-ins (patched capability checks).
+tested on the CPU with stand-ins (patched capability checks, torch's final C call).
 """
 
 from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +24,15 @@ GIB = 2**30
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then the CPU; under torchrun, this process's GPU or the CPU.
 
-    A device that this machine does not have is refused with a one-line ``ValueError``.
+    A CUDA device always comes with its index (``cuda`` is the current GPU, ``cuda:0`` on most
+    machines): torch's allocator settings refuse a device without one. A device that this machine
+    does not have is refused with a one-line ``ValueError``.
     """
     if distributed.is_initialized():
         return distributed.process_device(name)
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", torch.cuda.current_device())
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -39,6 +43,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: this machine has no CUDA GPU that torch can use "
                          f"(torch {torch.__version__}); use --device cpu or auto")
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}; give one of those")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None)
                                      and torch.backends.mps.is_available()):
         raise ValueError(f"--device {name}: Apple's MPS is not available here; use --device cpu or auto")
@@ -96,6 +105,14 @@ def cpu_has_native_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def gpu_has_native_bf16(device: torch.device) -> bool:
+    """Whether the GPU ``device`` (not the current one: ``--device cuda:1`` on a box of mixed cards)
+    computes bf16 natively: compute capability 8 and later (Ampere, Ada, Hopper; the RTX 30xx laptop
+    cards included), or any ROCm GPU, as ``torch.cuda.is_bf16_supported`` decides for the current one.
+    """
+    return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``amp`` on ``device``; None means full fp32.
 
@@ -111,8 +128,7 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
             return torch.bfloat16 if cpu_has_native_bf16() else None
         if device.type != "cuda":
             return None
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-        return torch.bfloat16 if native else torch.float16
+        return torch.bfloat16 if gpu_has_native_bf16(device) else torch.float16
     return torch.float16 if amp == "fp16" else torch.bfloat16
 
 
@@ -121,22 +137,29 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
 
 
+def precision_reason(amp: str, device: torch.device, dtype: torch.dtype | None) -> str:
+    """Why ``autocast_dtype(amp, device)`` gave ``dtype``, e.g. ``auto: native bf16 on this CPU``."""
+    if amp != "auto":
+        return f"--amp {amp}"
+    if device.type == "cpu":
+        return f"auto: {'native' if dtype is not None else 'no native'} bf16 on this CPU"
+    if device.type == "cuda":
+        return "auto: " + ("native bf16 on this GPU" if dtype is torch.bfloat16
+                           else "this GPU only emulates bf16")
+    return f"auto: no mixed precision on {device.type}"
+
+
+def describe_dtype(dtype: torch.dtype | None, device: torch.device) -> str:
+    """``fp32``, ``bf16 autocast`` or ``fp16 autocast`` (``with loss scaling`` on CUDA)."""
+    name = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[dtype]
+    return name + (" with loss scaling" if dtype is torch.float16 and device.type == "cuda" else "")
+
+
 def describe_precision(amp: str, device: torch.device) -> str:
     """What ``autocast_dtype(amp, device)`` chose and why, for a run's header line, e.g.
     ``"precision bf16 autocast (auto: native bf16 on this CPU)"``."""
     dtype = autocast_dtype(amp, device)
-    name = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[dtype]
-    if dtype is torch.float16 and device.type == "cuda":
-        name += " with loss scaling"
-    if amp != "auto":
-        return f"precision {name} (--amp {amp})"
-    if device.type == "cpu":
-        why = "native bf16 on this CPU" if dtype is not None else "no native bf16 on this CPU"
-    elif device.type == "cuda":
-        why = "native bf16 on this GPU" if dtype is torch.bfloat16 else "this GPU only emulates bf16"
-    else:
-        why = f"no mixed precision on {device.type}"
-    return f"precision {name} (auto: {why})"
+    return f"precision {describe_dtype(dtype, device)} ({precision_reason(amp, device, dtype)})"
 
 
 def gpu_memory_gib(device: torch.device | None = None) -> float | None:
@@ -146,19 +169,44 @@ def gpu_memory_gib(device: torch.device | None = None) -> float | None:
     return torch.cuda.get_device_properties(device or torch.cuda.current_device()).total_memory / GIB
 
 
-def cap_gpu_memory(gib: float | None, device: torch.device) -> str | None:
-    """Let torch's CUDA allocator use at most ``gib`` GiB of ``device``, so that a large GPU behaves
-    like a small one (``--gpu-memory``); returns a line saying so, or None when nothing was capped.
+@dataclass(frozen=True)
+class MemoryCap:
+    """A card of ``card_gib`` imitated on a larger GPU (``--gpu-memory``)."""
 
-    The cap covers tensors only: the CUDA context (a few hundred MB) comes on top, as on the card
-    being imitated.
+    card_gib: float  # the card imitated: all of its memory, the CUDA context's included
+    context_gib: float  # measured outside torch's allocator when the cap was set
+    allocator_gib: float  # what torch's caching allocator may hold: card_gib - context_gib
+    total_gib: float  # the GPU's own memory
+    gpu: str  # its name
+
+    def __str__(self) -> str:
+        return (f"CUDA allocator capped at {self.allocator_gib:.2f} GiB of the {self.gpu}'s "
+                f"{self.total_gib:.1f} GiB: a {self.card_gib:g} GiB card less the "
+                f"{self.context_gib:.2f} GiB its CUDA context takes")
+
+
+def cap_gpu_memory(gib: float | None, device: torch.device) -> MemoryCap | None:
+    """Let this process use at most ``gib`` GiB of the GPU ``device`` in all, so that a large GPU
+    runs out of memory where a card of ``gib`` GiB would (``--gpu-memory``); None when nothing was
+    capped (no cap asked for, or not on CUDA).
+
+    The cap imitates the whole card. torch's caching allocator holds the tensors and the cuDNN and
+    cuBLAS workspaces, and ``torch.cuda.set_per_process_memory_fraction`` limits it alone; the
+    CUDA context (a few hundred MB of kernels and driver state) lives outside it, and on a real
+    card comes out of the same memory. So the allocator gets ``gib`` less the memory in use on the
+    GPU outside it when the cap is set, measured by ``torch.cuda.mem_get_info()`` (this process's
+    context, and whatever other processes hold on that GPU). Kernels loaded later add a little to
+    the context, which the measurement cannot foresee.
     """
     if gib is None or device.type != "cuda":
         return None
     if gib <= 0:
         raise ValueError(f"--gpu-memory {gib:g}: give the GiB to allow, a number above 0")
-    total = gpu_memory_gib(device)
-    fraction = min(1.0, gib / total)
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
-    return (f"CUDA allocator capped at {fraction * total:.1f} GiB of {total:.1f} GiB "
-            f"({torch.cuda.get_device_name(device)})")
+    free, total = torch.cuda.mem_get_info(device)
+    context = (total - free - torch.cuda.memory_reserved(device)) / GIB
+    allowed = min(gib, total / GIB) - context
+    if allowed <= 0:
+        raise ValueError(f"--gpu-memory {gib:g}: {context:.2f} GiB of {device} are in use outside "
+                         "torch's allocator already (its CUDA context, other processes); give more")
+    torch.cuda.set_per_process_memory_fraction(allowed * GIB / total, device)
+    return MemoryCap(gib, context, allowed, total / GIB, torch.cuda.get_device_name(device))

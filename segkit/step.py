@@ -2,18 +2,19 @@
 
 Everything that trains, or measures training, runs these functions: ``engine.fit`` (batch by
 batch, in chunks after an out-of-memory error, over accumulation windows), the planner's memory
-calibration, the benchmarks, the batch probe of ``--batch-size auto``, the learning-rate range
-test and the labs. So a change to how segkit trains (a precision, loss scaling, clipping) reaches
-all of them at once.
+calibration, the benchmarks, the run record's memory figure, the batch probe of ``--batch-size
+auto``, the fp16 trial, the learning-rate range test and the labs. So a change to how segkit trains
+(a precision, loss scaling, clipping) reaches all of them at once.
 
-Also here, because the training path needs them before ``fit`` starts: the step of a
-``TrainConfig`` on a random batch (``config_step``), the measurement that settles
-``channels_last="auto"`` with it (``resolve_channels_last``), and the probe that confirms a
-planned batch fits (``probe_step``).
+Also here, because a run needs them before ``fit`` starts (``segkit.context.resolve_run``): the
+step of a ``TrainConfig`` on a random batch (``config_step``), the measurement that settles
+``channels_last="auto"`` with it (``resolve_channels_last``), the probe that confirms a planned
+batch fits (``probe_step``) and the trial of fp16 on the GPU at hand (``fp16_trial``).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 
@@ -25,8 +26,7 @@ from segkit.config import TrainConfig
 from segkit.labels import NUM_CLASSES
 from segkit.losses import build_loss
 from segkit.models import build_model
-from segkit.models.registry import INIT_ONLY_OPTIONS
-from segkit.runtime import autocast_dtype
+from segkit.models.registry import INIT_ONLY_OPTIONS, min_train_batch
 
 Criterion = Callable[[Tensor, Tensor], Tensor]  # (logits (N, C, H, W) fp32, masks (N, H, W)) -> loss
 
@@ -79,6 +79,26 @@ def optimizer_step(optimizer: torch.optim.Optimizer, *, scaler: torch.amp.GradSc
     optimizer.zero_grad(set_to_none=True)
 
 
+def gradient_pass(model: nn.Module, images: Tensor, masks: Tensor, criterion: Criterion, *,
+                  dtype: torch.dtype | None = None) -> Tensor:
+    """``forward_backward`` with the gradients cleared after: a step's work and memory without the
+    optimizer's update (what the benchmarks time and the run record profiles); returns the loss."""
+    loss = forward_backward(model, images, masks, criterion, dtype=dtype)
+    model.zero_grad(set_to_none=True)
+    return loss
+
+
+def finite_pass(model: nn.Module, images: Tensor, masks: Tensor, criterion: Criterion, *,
+                dtype: torch.dtype | None) -> bool:
+    """Whether one forward and backward in ``dtype``, without loss scaling, gives a finite loss and
+    finite gradients: whether the hardware computes that precision, not whether a run converges.
+    The gradients are cleared after."""
+    loss = forward_backward(model, images, masks, criterion, dtype=dtype)
+    checks = [loss.isfinite(), *(p.grad.isfinite().all() for p in model.parameters() if p.grad is not None)]
+    model.zero_grad(set_to_none=True)
+    return bool(torch.stack(checks).all())
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, masks: Tensor,
                criterion: Criterion, *, dtype: torch.dtype | None = None,
                scaler: torch.amp.GradScaler | None = None, grad_clip: float | None = None) -> Tensor:
@@ -94,24 +114,44 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tenso
 
 # --- a config's step on a random batch: timing and probing before a run ------------------------
 
-def config_step(config: TrainConfig, device: torch.device, batch_size: int | None = None
-                ) -> Callable[[], None]:
-    """One optimizer step of ``config``'s model as ``fit`` runs it (precision, memory layout, loss
-    scaling, Adam) on a random batch of ``config.size``, repeated by each call of what it returns.
+def random_batch(batch: int, size: tuple[int, int], device: torch.device, *,
+                 channels_last: bool = False, num_classes: int = NUM_CLASSES) -> tuple[Tensor, Tensor]:
+    """Random images (N, 3, H, W) in the given memory layout and random class masks (N, H, W) on
+    ``device``, for ``size`` (W, H): what timing, profiling and probing a step needs."""
+    width, height = size
+    images = torch.randn(batch, 3, height, width, device=device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, torch.randint(0, num_classes, (batch, height, width), device=device)
+
+
+def without_initial_weights(config: TrainConfig) -> TrainConfig:
+    """``config`` without the options that only choose initial weights (no ImageNet download to
+    time or probe a step: its work and memory are the same from random weights)."""
+    options = {k: v for k, v in config.model_options.items() if k not in INIT_ONLY_OPTIONS}
+    return config.replace(model_options=options)
+
+
+def config_model(config: TrainConfig, device: torch.device) -> nn.Module:
+    """``config``'s model from ``config.model_options``, seeded, on ``device`` in its memory layout,
+    in training mode."""
+    torch.manual_seed(0)
+    model = build_model(config.model, **config.model_options).to(device).train()
+    return model.to(memory_format=torch.channels_last) if config.channels_last is True else model
+
+
+def config_step(config: TrainConfig, device: torch.device, batch_size: int | None = None, *,
+                dtype: torch.dtype | None = None) -> Callable[[], None]:
+    """One optimizer step of ``config``'s model as ``fit`` runs it (autocast ``dtype``, memory
+    layout, fp16 loss scaling, Adam) on a random batch of ``config.size``, repeated by each call of
+    what it returns.
 
     The batch is ``batch_size`` (default ``config.batch_size``) images (N, 3, H, W) and random class
     masks (N, H, W); the model is built from ``config.model_options`` as given.
     """
-    torch.manual_seed(0)
-    batch = batch_size or config.batch_size
-    model = build_model(config.model, **config.model_options).to(device).train()
-    width, height = config.size
-    images = torch.randn(batch, 3, height, width, device=device)
-    masks = torch.randint(0, NUM_CLASSES, (batch, height, width), device=device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
-    dtype = autocast_dtype(config.amp, device)
+    model = config_model(config, device)
+    images, masks = random_batch(batch_size or config.batch_size, config.size, device,
+                                 channels_last=config.channels_last is True)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     criterion = build_loss("ce")
@@ -120,6 +160,24 @@ def config_step(config: TrainConfig, device: torch.device, batch_size: int | Non
         train_step(model, optimizer, images, masks, criterion, dtype=dtype, scaler=scaler)
 
     return step
+
+
+def fp16_trial(config: TrainConfig, device: torch.device, model: nn.Module | None = None) -> bool:
+    """Whether one fp16 forward and backward (``finite_pass``) on a random batch of ``config.size``
+    at the smallest batch the model trains on is finite on ``device``: some cuDNN versions return
+    NaN from fp16 convolutions on GTX 16xx cards. The model is a copy of ``model``, else
+    ``config``'s, built with random weights."""
+    if model is None:
+        model = config_model(without_initial_weights(config), device)
+    else:
+        model = copy.deepcopy(model).to(device).train()
+    images, masks = random_batch(min_train_batch(model), config.size, device,
+                                 channels_last=config.channels_last is True)
+    finite = finite_pass(model, images, masks, build_loss("ce"), dtype=torch.float16)
+    del model, images, masks
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return finite
 
 
 def best_seconds(fn: Callable[[], None], repeats: int, warmup: bool = True) -> float:
@@ -149,21 +207,25 @@ def synchronized(step: Callable[[], None], device: torch.device) -> Callable[[],
     return run
 
 
-def resolve_channels_last(config: TrainConfig, device: torch.device, steps: int = 3) -> TrainConfig:
+def resolve_channels_last(config: TrainConfig, device: torch.device, dtype: torch.dtype | None = None,
+                          steps: int = 3) -> TrainConfig:
     """``config`` with ``channels_last="auto"`` settled by measurement; other values unchanged.
 
-    Times ``steps`` optimizer steps of the config's model at its batch and crop size in each memory
-    layout (``config_step``, best of, after one warm-up step each; ImageNet weights are not loaded
-    for this) and keeps the faster as True or False, so that checkpoints record a bool and ``-c``
-    continues without measuring again. Under torchrun every process measures and all keep process
-    0's choice. Prints the choice and both times in one line.
+    Times ``steps`` optimizer steps of the config's model at its batch and crop size in autocast
+    ``dtype`` (the run's precision) in each memory layout (``config_step``, best of, after one
+    warm-up step each; ImageNet weights are not loaded for this) and keeps the faster as True or
+    False, so that checkpoints record a bool and ``-c`` continues without measuring again. The
+    caller sets the run's determinism first (``segkit.context.resolve_run`` does): with cuDNN's
+    autotuner on, as training has it, each layout is timed with its own best kernels. Under
+    torchrun every process measures and all keep process 0's choice. Prints the choice and both
+    times in one line.
     """
     if config.channels_last != "auto":
         return config
-    options = {k: v for k, v in config.model_options.items() if k not in INIT_ONLY_OPTIONS}
+    measured = without_initial_weights(config)
     seconds = {}
     for layout in (False, True):
-        step = config_step(config.replace(channels_last=layout, model_options=options), device)
+        step = config_step(measured.replace(channels_last=layout), device, dtype=dtype)
         seconds[layout] = best_seconds(synchronized(step, device), steps)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -177,9 +239,11 @@ def resolve_channels_last(config: TrainConfig, device: torch.device, steps: int 
     return config.replace(channels_last=chosen)
 
 
-def probe_step(config: TrainConfig, device: torch.device, batch: int) -> None:
-    """One training step of ``config``'s model at ``batch`` on random data; its memory freed after
-    (what ``planner.confirm_batch_size`` runs to confirm a planned batch on a GPU)."""
-    config_step(config, device, batch)()
+def probe_step(config: TrainConfig, device: torch.device, batch: int, *,
+               dtype: torch.dtype | None = None) -> None:
+    """One training step of ``config``'s model at ``batch`` in autocast ``dtype`` on random data;
+    its memory freed after (what ``planner.confirm_batch_size`` runs to confirm a planned batch on
+    a GPU)."""
+    config_step(without_initial_weights(config), device, batch, dtype=dtype)()
     if device.type == "cuda":
         torch.cuda.empty_cache()

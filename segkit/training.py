@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 from segkit import distributed, labels
 from segkit.callbacks import Checkpointer, PrintMetrics, ProgressBar, TensorBoardLogger
 from segkit.checkpoints import model_from_checkpoint
-from segkit.config import TrainConfig, describe_profile, get_profile, profile_config, profile_name
+from segkit.config import PROFILES, TrainConfig, profile_config, resolve_profile
+from segkit.context import RunContext, resolve_run
 from segkit.datasets import CityscapesSegmentation, check_has_labels, ensure_synthetic
 from segkit.engine import Callback, FitState, fit
 from segkit.inference import Inference, LabelIdWriter, evaluate, frame_peak_bytes, write_label_ids
@@ -34,16 +35,16 @@ from segkit.run import (
     recorded_data,
     recorded_profile,
 )
-from segkit.runtime import cap_gpu_memory, describe_precision, gpu_memory_gib, resolve_device, seed_everything
-from segkit.step import probe_step, resolve_channels_last
+from segkit.runtime import resolve_device, seed_everything
 from segkit.transforms import eval_transforms
 
 
 def train_config(model: str, *, profile: str | None = None, data: str | os.PathLike | None = None,
                  out: str | os.PathLike | None = None, log_dir: str | os.PathLike | None = None,
                  model_options: dict[str, Any] | None = None, **changes: Any) -> TrainConfig:
-    """The profile's config for ``model`` with ``changes``; default folders named after the model,
-    the TensorBoard log inside the run's folder (one log per run), the data as an absolute path."""
+    """The profile's config for ``model`` with ``changes`` (``profile`` as ``config.profile_config``
+    takes it); default folders named after the model, the TensorBoard log inside the run's folder
+    (one log per run), the data as an absolute path."""
     name = resolve_name(model)
     config = profile_config(name, profile, **changes)
     out = Path(out or Path("checkpoints", name))
@@ -61,6 +62,8 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
           callbacks: Sequence[Callback] = (), progress: bool = True, **changes: Any) -> FitState:
     """Train ``model`` under a profile: the synthetic set when ``data`` is None, checkpoints, logs.
 
+    The profile is resolved once (``auto`` asks the GPU once), and the run once, into the
+    ``segkit.context.RunContext`` that the loop, validation, checkpoints and ``run.json`` read.
     ``resume`` continues ``out/last.pt`` as it was recorded (``segkit.run.continued_config``);
     without it, ``out`` must be new or empty (``segkit.run.claim``). One run at a time trains into
     ``out`` (``segkit.run.owned``). ``time_budget`` (seconds) trains for that long instead of for
@@ -76,8 +79,8 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
         changes.setdefault("time_budget", None)  # epochs asked for: not the profile's budget
     folder = Path(out or Path("checkpoints", resolve_name(model)))
     with owned(folder, owner=distributed.launch_rank() == 0, create=not resume):
+        profile, profile_why = resolve_profile(recorded_profile(folder, profile) if resume else profile)
         if resume:
-            profile = recorded_profile(folder, profile)
             if log_dir is not None:
                 changes["log_dir"] = str(log_dir)
             config = continued_config(folder / "last.pt", model, data=data,
@@ -87,39 +90,38 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
             claim(folder)
             config = train_config(model, profile=profile, data=data, out=folder, log_dir=log_dir,
                                   model_options=model_options, **changes)
-        check_device_fits_profile(profile, config.device)
         check_trainable_sizes(config)
         with distributed.process_group(config.device):
-            return _train_in_group(config, profile, auto_batch=auto_batch, callbacks=callbacks,
-                                   progress=progress, resume=folder / "last.pt" if resume else None)
+            return _train_in_group(config, profile, profile_why, auto_batch=auto_batch,
+                                   callbacks=callbacks, progress=progress,
+                                   resume=folder / "last.pt" if resume else None)
 
 
-def _train_in_group(config: TrainConfig, profile: str | None, *, auto_batch: bool,
+def _train_in_group(config: TrainConfig, profile: str, profile_why: str, *, auto_batch: bool,
                     callbacks: Sequence[Callback], progress: bool, resume: Path | None) -> FitState:
-    """The data, the model and the observers of a run, then ``fit``, in this process of the group."""
+    """The run resolved, then its data, model and observers, then ``fit``, in this process of
+    the group."""
     main = distributed.is_main_process()
+    config, context = resolve_run(config, profile=profile, profile_why=profile_why,
+                                  auto_batch=auto_batch)
     root = config.data or absolute(distributed.main_process_first(
-        lambda: ensure_synthetic(get_profile(profile), progress=progress and main)))
+        lambda: ensure_synthetic(PROFILES[profile], progress=progress and main)))
     check_finished(root)
     config = config.replace(data=str(root))
-    batch_note = None
-    if auto_batch:
-        batch, batch_note = auto_batch_size(config)
-        config = config.replace(batch_size=batch)
-    config = resolve_channels_last(config, resolve_device(config.device))
-    train_loader, val_loader = build_loaders(root, config)
+    train_loader, val_loader = build_loaders(root, config, context.device)
     net = distributed.main_process_first(lambda: _build_model(config))  # weights made once
     observers, record = [], None
     if main:
-        _print_header(net, config, train_loader, val_loader, describe_profile(profile), batch_note)
-        record = RunRecord(config.out, profile=profile_name(profile),
+        _print_header(net, config, context, train_loader, val_loader)
+        record = RunRecord(config.out, profile=profile,
                            batch=min(config.batch_size, len(train_loader.sampler)))
         observers = [ProgressBar(min(len(train_loader), config.max_iters or len(train_loader)),
                                  disable=not progress),
                      PrintMetrics(), TensorBoardLogger(config.log_dir), Checkpointer(config.out),
                      record]
     try:
-        return fit(net, train_loader, val_loader, config, [*observers, *callbacks], resume=resume)
+        return fit(net, train_loader, val_loader, config, [*observers, *callbacks], resume=resume,
+                   context=context)
     except KeyboardInterrupt:
         if record is not None:
             record.interrupted("interrupted (Ctrl-C)")
@@ -138,27 +140,6 @@ def _how_to_go_on(folder: Path) -> str:
     return f"nothing was saved in {folder} yet: run the same command again to start over"
 
 
-#: Profiles made for a CUDA GPU: on a CPU one of their steps takes minutes.
-GPU_PROFILES = ("laptop", "gpu")
-
-
-def check_device_fits_profile(profile: str | None, device: str) -> None:
-    """Refuse a GPU profile that ``--device auto`` would run on the CPU, saying what to use; with an
-    explicit ``--device cpu`` it runs, said loudly."""
-    name = profile_name(profile)
-    if name not in GPU_PROFILES or resolve_device(device).type != "cpu":
-        return
-    recipe = get_profile(name).train
-    width, height = recipe["size"]
-    what = (f"--profile {name} is made for a CUDA GPU ({width}x{height} crops, batch "
-            f"{recipe['batch_size']}, amp {recipe['amp']}), and on this machine's CPU one of its "
-            "steps takes minutes")
-    if device == "auto":
-        raise DataError(f"{what}: use --profile cpu (or auto), or give --device cpu to train it on "
-                        "the CPU all the same")
-    print(f"note: {what}; training it on the CPU as --device {device} asks", flush=True)
-
-
 def check_trainable_sizes(config: TrainConfig) -> None:
     """Refuse training crops or validation frames too small for the models before training, rather
     than fail at the first step or, for validation, after a whole epoch."""
@@ -175,37 +156,16 @@ def _build_model(config: TrainConfig):
                        **config.model_options)
 
 
-def auto_batch_size(config: TrainConfig) -> tuple[int, str]:
-    """The largest batch that ``segkit plan`` says fits the GPU (``config.gpu_memory``, else the
-    device's memory, else a 6 GiB card) and a note saying how it was chosen.
-
-    On CUDA one real forward and backward pass at that batch confirms it, halving on out-of-memory
-    (as Lightning's batch-size finder does).
-    """
-    from segkit import planner
-
-    device = resolve_device(config.device)
-    on_gpu = gpu_memory_gib(device) if device.type == "cuda" else None
-    memory = config.gpu_memory or on_gpu or planner.DEFAULT_GPU_GIB
-    planned = planner.choose_batch_size(config, memory)
-    note = f"batch {planned} planned for {memory:.1f} GiB by segkit plan"
-    if device.type != "cuda":
-        return planned, note + " (not confirmed: no CUDA device)"
-    cap_gpu_memory(config.gpu_memory, device)
-    confirmed = planner.confirm_batch_size(lambda batch: probe_step(config, device, batch), planned)
-    return confirmed, note + f", {confirmed} confirmed by a forward+backward pass on {device}"
-
-
-def _print_header(net, config: TrainConfig, train_loader: DataLoader, val_loader: DataLoader,
-                  profile: str, batch_note: str | None) -> None:
+def _print_header(net, config: TrainConfig, context: RunContext, train_loader: DataLoader,
+                  val_loader: DataLoader) -> None:
     params = sum(p.numel() for p in net.parameters())
-    device = resolve_device(config.device)
+    profile = f"profile {context.profile}" + (
+        f" ({context.profile_why})" if context.profile_why not in ("", "named") else "")
     print(f"training {config.model} ({params / 1e6:.2f} M parameters) on {config.data}: "
           f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val frames; {profile}; "
-          f"{config.summary(distributed.world_size())}"
-          f"{f' ({batch_note})' if batch_note else ''}; device {device}, "
-          f"{describe_precision(config.amp, device)}; checkpoints in {config.out}, "
-          f"TensorBoard logs in {config.log_dir}", flush=True)
+          f"{config.summary(context.processes)}"
+          f"{f' ({context.batch_why})' if context.batch_why else ''}; {context.describe()}; "
+          f"checkpoints in {config.out}, TensorBoard logs in {config.log_dir}", flush=True)
 
 
 def test(checkpoint: str | os.PathLike, *, model: str | None = None,

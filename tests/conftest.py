@@ -1,6 +1,7 @@
 """Shared fixtures: a small synthetic Cityscapes, generated once per test session."""
 
 import shutil
+import types
 
 import pytest
 
@@ -51,6 +52,7 @@ def tiny_checkpoint(prepared_root, tmp_path_factory):
 
     from segkit.checkpoints import save_checkpoint
     from segkit.config import TrainConfig
+    from segkit.context import RunContext
     from segkit.engine import FitState, build_optimizer, build_scheduler
     from segkit.models import build_model
 
@@ -60,5 +62,44 @@ def tiny_checkpoint(prepared_root, tmp_path_factory):
                          val_size=(128, 64), data=str(prepared_root), num_workers=0)
     optimizer = build_optimizer(net, config)
     state = FitState(net, config, optimizer, build_scheduler(optimizer, config, 1),
-                     torch.amp.GradScaler("cpu", enabled=False), torch.device("cpu"), 19)
+                     torch.amp.GradScaler("cpu", enabled=False), RunContext(torch.device("cpu")), 19)
     return save_checkpoint(tmp_path_factory.mktemp("checkpoint") / "unet.pt", state)
+
+
+class CudaMachine:
+    """What a stand-in CUDA machine was asked: the allocator fractions set through torch's C call."""
+
+    def __init__(self):
+        self.fractions: list[tuple[float, int]] = []
+
+
+@pytest.fixture
+def cuda_machine(monkeypatch):
+    """A machine with two stand-in GPUs of 80 GiB, a Turing card (cuda:0, compute capability 7.5,
+    the current one) and an Ampere card (cuda:1, 8.6), each with 0.5 GiB in use outside torch's
+    allocator (its CUDA context). Only capability checks, memory queries and the final C call of
+    ``torch.cuda.set_per_process_memory_fraction`` are stood in for; torch's own Python around
+    them runs (device-index checks included)."""
+    import torch
+
+    machine = CudaMachine()
+    gib = 2**30
+    major = {0: 7, 1: 8}
+
+    def index(device=None):  # as torch reads a device: none, or one without an index, is the current
+        device = device.index if isinstance(device, torch.device) else device
+        return torch.cuda.current_device() if device is None else int(device)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(major))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: types.SimpleNamespace(
+        major=major[index(device)], minor=5, total_memory=80 * gib, name=f"Stand-in GPU {index(device)}"))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"Stand-in GPU {index(device)}")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(79.5 * gib), 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda.memory, "_lazy_init", lambda: None)
+    monkeypatch.setattr(torch._C, "_cuda_setMemoryFraction",
+                        lambda fraction, device: machine.fractions.append((fraction, device)),
+                        raising=False)
+    return machine

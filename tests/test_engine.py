@@ -14,6 +14,7 @@ from segkit import checkpoints, engine, runtime
 from segkit.callbacks import Checkpointer
 from segkit.checkpoints import load_checkpoint, model_from_checkpoint
 from segkit.config import TrainConfig
+from segkit.context import RunContext
 from segkit.datasets import CityscapesSegmentation
 from segkit.engine import Callback, fit
 from segkit.inference import evaluate
@@ -216,6 +217,7 @@ import os, signal, sys
 import torch
 from segkit import checkpoints, engine
 from segkit.config import TrainConfig
+from segkit.context import RunContext
 from segkit.models import build_model
 
 def killed(obj, file):  # as a SIGKILL (or a power cut) half-way through writing
@@ -229,7 +231,8 @@ model = build_model(saved["model_name"], **saved["model_options"])
 config = TrainConfig.from_dict(saved["config"])
 optimizer = engine.build_optimizer(model, config)
 state = engine.FitState(model, config, optimizer, engine.build_scheduler(optimizer, config, 1),
-                        torch.amp.GradScaler("cpu", enabled=False), torch.device("cpu"), 19)
+                        torch.amp.GradScaler("cpu", enabled=False), RunContext(torch.device("cpu")),
+                        19)
 checkpoints.restore(state, last)
 torch.save = killed
 checkpoints.save_checkpoint(last, state)
@@ -393,7 +396,8 @@ def test_resume_reads_the_checkpoint_onto_the_cpu_whatever_the_training_device(t
     model, cfg = small_fcn().to("meta"), config()
     optimizer = engine.build_optimizer(model, cfg)
     state = engine.FitState(model, cfg, optimizer, engine.build_scheduler(optimizer, cfg, 2),
-                            torch.amp.GradScaler("cpu", enabled=False), torch.device("meta"), 19)
+                            torch.amp.GradScaler("cpu", enabled=False),
+                            RunContext(torch.device("meta")), 19)
     torch.manual_seed(123)
     checkpoints.restore(state, tmp_path / "last.pt")
     assert state.epoch == 1 and state.step == saved["step"]
@@ -718,3 +722,96 @@ def test_the_epoch_line_and_tensorboard_show_the_validation_loss(capsys):
                                     flush=lambda: None)
     logger.on_epoch_end(state)
     assert logged["val/loss"] == (1.25, 2) and logged["train/loss"] == (0.9, 2)
+
+
+# --- defects a review found on the GPU path, each reproduced on the CPU -----------------------
+
+def test_the_last_partial_window_is_the_mean_of_its_own_batches():
+    """3 batches with accumulate=2: the second window holds one batch, whose gradient must count
+    whole (as a step of its own would), not halved as if a second batch were missing."""
+    data = BlockScenes(count=6, transforms=eval_transforms())
+    settings = config(epochs=1, batch_size=2, optimizer="sgd", scheduler="none", warmup_iters=0)
+    accumulated = fit(TinyNet(), DataLoader(data, batch_size=2), None, settings.replace(accumulate=2))
+    # the same two steps: frames 0-3 as one batch of 4, then frames 4-5 alone
+    reference = fit(TinyNet(), DataLoader(data, batch_sampler=[[0, 1, 2, 3], [4, 5]]), None, settings)
+    assert accumulated.step == reference.step == 2
+    for a, b in zip(accumulated.model.parameters(), reference.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _deeplab_running_out_above(limit: int) -> nn.Module:
+    """DeepLabV3+ (MobileNetV3, random init) whose forward raises CUDA's out-of-memory error for
+    more than ``limit`` frames; its image pooling cannot train on one frame."""
+    model = build_model("deeplabv3plus", backbone="mobilenet_v3_large")
+
+    def out_of_memory(module, args):
+        if module.training and len(args[0]) > limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    model.register_forward_pre_hook(out_of_memory)
+    return model
+
+
+def test_out_of_memory_retry_never_splits_below_the_models_smallest_batch(capsys):
+    """7 frames in 4 chunks would be 2 + 2 + 2 + 1, and DeepLab's batch norm fails on the 1: they go
+    in 3 chunks (3 + 2 + 2) instead; 3 frames that fit in no chunk of 2 or more are refused with
+    the advice."""
+    seven = DataLoader(BlockScenes(count=7, transforms=eval_transforms()), batch_size=7)
+    state = fit(_deeplab_running_out_above(3), seven, None, config(epochs=1, batch_size=7, oom="retry"))
+    assert state.step == 1 and math.isfinite(state.history[0]["train_loss"])
+    assert "redoing the accumulation window in 3" in capsys.readouterr().out
+    three = DataLoader(BlockScenes(count=3, transforms=eval_transforms()), batch_size=3)
+    with pytest.raises(RuntimeError, match="no fewer than 2 frames at once"):
+        fit(_deeplab_running_out_above(2), three, None, config(epochs=1, batch_size=3, oom="retry"))
+
+
+def test_a_run_saved_in_bf16_continues_in_fp16_saying_so(tmp_path, capsys):
+    """A run saved where ``auto`` resolved to bf16 (an Ampere card, a CPU) and continued where it
+    resolves to fp16 (a Turing card): no loss scale to continue from, a fresh one instead."""
+    data = DataLoader(BlockScenes(count=4, transforms=eval_transforms()), batch_size=2)
+    cpu = torch.device("cpu")
+    settings = config(amp="auto", epochs=1)
+    fit(small_fcn(), data, None, settings, [Checkpointer(tmp_path)],
+        context=RunContext(cpu, torch.bfloat16, "auto: native bf16 on this GPU"))
+    assert load_checkpoint(tmp_path / "last.pt")["precision"] == "bf16"
+    state = fit(small_fcn(), data, None, settings.replace(epochs=2), [Checkpointer(tmp_path)],
+                resume=tmp_path / "last.pt",
+                context=RunContext(cpu, torch.float16, "auto: this GPU only emulates bf16"))
+    assert state.epoch == 2 and state.scaler.is_enabled() and math.isfinite(state.last["train_loss"])
+    notes = [line for line in capsys.readouterr().out.splitlines() if "other hardware" in line]
+    assert notes == [f"note: {tmp_path / 'last.pt'} continues on other hardware: trained in bf16, "
+                     "continues in fp16, its loss scale starting afresh"]
+    assert load_checkpoint(tmp_path / "last.pt")["precision"] == "fp16"
+
+
+def test_a_run_of_two_gpus_continues_on_one_saying_so(tmp_path, monkeypatch):
+    """A run from a two-GPU workstation (two processes, two GPU random states) continued on a
+    laptop with one GPU: torch.cuda.set_rng_state_all fails on the second state."""
+    data = DataLoader(BlockScenes(count=4, transforms=eval_transforms()), batch_size=2)
+    fit(small_fcn(), data, None, config(epochs=1, device="cpu"), [Checkpointer(tmp_path)])
+    saved = load_checkpoint(tmp_path / "last.pt")
+    saved["rng"]["cuda"] = [torch.full((16,), gpu, dtype=torch.uint8) for gpu in (0, 1)]
+    saved["processes"] = 2
+    torch.save(saved, tmp_path / "last.pt")
+    restored = []
+
+    def set_gpu_rng_state(state, device="cuda"):  # as CUDA answers for a GPU it lacks
+        index = device if isinstance(device, int) else torch.device(device).index or 0
+        if index >= torch.cuda.device_count():
+            raise IndexError("list index out of range")
+        restored.append(int(state[0]))
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for module in (torch.cuda, torch.cuda.random):
+        monkeypatch.setattr(module, "set_rng_state", set_gpu_rng_state)
+    model, cfg = small_fcn(), config()
+    optimizer = engine.build_optimizer(model, cfg)
+    state = engine.FitState(model, cfg, optimizer, engine.build_scheduler(optimizer, cfg, 2),
+                            torch.amp.GradScaler("cpu", enabled=False),
+                            RunContext(torch.device("cpu")), 19)
+    note = checkpoints.restore(state, tmp_path / "last.pt")
+    assert state.epoch == 1 and restored == [0]
+    assert note == (f"note: {tmp_path / 'last.pt'} continues on other hardware: trained by 2 "
+                    "processes, continues with 1: a global batch of 4 instead of 8; the random "
+                    "states of 2 GPUs saved, 1 here to take them")

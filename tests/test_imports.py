@@ -106,7 +106,7 @@ def test_datasets_do_not_import_distributed_training():
 def test_training_and_the_planner_do_not_import_the_benchmarks():
     """The step and what runs it before a run live in segkit.step; bench only measures."""
     graph = import_graph()
-    for module in ("segkit.training", "segkit.engine", "segkit.planner"):
+    for module in ("segkit.training", "segkit.engine", "segkit.planner", "segkit.context"):
         assert "segkit.bench" not in reachable(graph, module)
     assert "segkit.step" in graph["segkit.engine"] and "segkit.step" in graph["segkit.planner"]
 

@@ -22,9 +22,12 @@ from segkit.models import (
     PretrainedWeightsWarning,
     build_model,
     list_models,
+    model_options,
     model_spec,
+    parts,
 )
 from segkit.models import deeplabv3plus as dl
+from segkit.models.registry import ModelInfo, model_info
 
 IGNORE = 255
 #: Options that keep each model quick on a CPU; DeepLab's default ResNet-101 gets its own tests.
@@ -255,7 +258,7 @@ def test_checkpoint_backbone_recomputes_stages_with_the_same_gradients(monkeypat
         calls.append(kwargs.get("use_reentrant"))
         return torch.utils.checkpoint.checkpoint(*args, **kwargs)
 
-    monkeypatch.setattr(dl, "checkpoint", counting_checkpoint)
+    monkeypatch.setattr(parts, "checkpoint", counting_checkpoint)
     plain = build_fast("deeplabv3plus")
     checkpointed = build_fast("deeplabv3plus", checkpoint_backbone=True)
     checkpointed.load_state_dict(plain.state_dict())
@@ -446,11 +449,54 @@ def test_mobilenet_backbone_batch_norm_uses_torch_default_momentum() -> None:
     assert momenta == {0.1}
 
 
-@pytest.mark.parametrize(("name", "option"), [("my_fcn", "checkpointing"), ("unet", "checkpointing"),
-                                              ("deeplabv3plus", "checkpoint_backbone")])
+#: Every model with activation checkpointing, and the option it declares for it.
+CHECKPOINTED = [(name, model_info(name).checkpoint_option) for name in MODELS
+                if model_info(name).checkpoint_option]
+
+
+def test_every_model_declares_what_the_planner_cli_and_oom_splitter_read() -> None:
+    assert {name: model_info(name) for name in MODELS} == {
+        "my_fcn": ModelInfo(checkpoint_option="checkpointing"),
+        "unet": ModelInfo(checkpoint_option="checkpointing"),
+        "deeplabv3plus": ModelInfo(checkpoint_option="checkpoint_backbone", min_batch=2, backbone=True)}
+    assert model_info("deeplab") is model_info("deeplabv3plus")
+    for name in MODELS:
+        info = model_info(name)
+        assert info.checkpoint_option in model_options(name)
+        assert ("backbone" in model_options(name)) == info.backbone
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_trains_on_its_smallest_batch_and_none_smaller(name: str) -> None:
+    smallest = model_info(name).min_batch
+    images, masks = tiny_batch()
+    model = build_fast(name).train()
+    F.cross_entropy(model(images[:smallest]), masks[:smallest], ignore_index=IGNORE).backward()
+    if smallest > 1:  # the declaration is needed, not just cautious
+        with pytest.raises(ValueError, match="more than 1 value per channel"):
+            model(images[:smallest - 1])
+
+
+@pytest.mark.parametrize(("name", "option"), CHECKPOINTED)
+def test_checkpointing_trains_the_same_batch_norm_statistics(name: str, option: str) -> None:
+    """The recomputation in backward must not update batch norm's running statistics a second
+    time: a checkpointed run would otherwise learn other statistics (momentum 0.19, not 0.1)."""
+    images, masks = tiny_batch()
+    statistics = []
+    for recompute in (False, True):
+        model = build_fast(name, **{option: recompute}).train()
+        F.cross_entropy(model(images), masks, ignore_index=IGNORE).backward()
+        statistics.append({key: value for key, value in model.state_dict().items()
+                           if key.endswith(("running_mean", "running_var", "num_batches_tracked"))})
+    assert statistics[0].keys() == statistics[1].keys() and statistics[0]
+    for key, value in statistics[0].items():
+        torch.testing.assert_close(statistics[1][key], value, msg=key)
+
+
+@pytest.mark.parametrize(("name", "option"), CHECKPOINTED)
 def test_activation_checkpointing_keeps_results_and_saves_memory(name, option):
     """Same outputs and gradients, same state dict, fewer bytes kept for backward."""
-    extra = {"backbone": "mobilenet_v3_large"} if name == "deeplabv3plus" else {}
+    extra = FAST_OPTIONS.get(name, {})
     plain, recomputed = (build_model(name, **extra, **{option: flag}) for flag in (False, True))
     recomputed.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 64, 128)

@@ -16,17 +16,49 @@ def restore_determinism():
     runtime.set_determinism(False)
 
 
-def test_auto_precision_uses_bf16_only_where_the_gpu_runs_it_natively(monkeypatch):
-    cuda = torch.device("cuda")
-
-    def turing(including_emulation=True):  # a GTX 1660 Ti, T4 or V100: bf16 only by emulation
-        return including_emulation
-
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", turing)
-    assert runtime.autocast_dtype("auto", cuda) is torch.float16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    assert runtime.autocast_dtype("auto", cuda) is torch.bfloat16
+def test_auto_precision_uses_bf16_only_where_the_gpu_runs_it_natively(cuda_machine):
+    turing, ampere = torch.device("cuda", 0), torch.device("cuda", 1)
+    assert runtime.autocast_dtype("auto", turing) is torch.float16  # a GTX 1660 Ti, T4, V100
+    assert runtime.autocast_dtype("auto", ampere) is torch.bfloat16  # an RTX 3060 laptop card too
     assert runtime.autocast_dtype("fp16", torch.device("cpu")) is torch.float16
+
+
+def test_bf16_is_asked_of_the_runs_gpu_not_the_current_one(cuda_machine):
+    """--device cuda:1 on a box whose current GPU (cuda:0) is a Turing card and cuda:1 an Ampere."""
+    assert torch.cuda.current_device() == 0
+    assert runtime.autocast_dtype("auto", torch.device("cuda", 1)) is torch.bfloat16
+    assert runtime.describe_precision("auto", torch.device("cuda", 1)) == (
+        "precision bf16 autocast (auto: native bf16 on this GPU)")
+
+
+@pytest.mark.parametrize("name", ["cuda", "auto"])
+def test_a_cuda_device_always_has_its_index_and_the_cap_takes_it(cuda_machine, name):
+    """torch's own ``set_per_process_memory_fraction`` (only its C call stood in for) refuses a
+    device without an index: every ``--gpu-memory`` run once died of it."""
+    device = runtime.resolve_device(name)
+    cap = runtime.cap_gpu_memory(6, device)
+    assert device == torch.device("cuda", 0)
+    assert cuda_machine.fractions == [(pytest.approx(5.5 / 80), 0)] and cap.allocator_gib == 5.5
+
+
+def test_the_cap_imitates_the_whole_card_less_the_context_measured(cuda_machine):
+    cap = runtime.cap_gpu_memory(6, torch.device("cuda", 1))
+    assert cuda_machine.fractions == [(pytest.approx(5.5 / 80), 1)]  # not 6 GiB on top of the context
+    assert (cap.card_gib, cap.context_gib, cap.allocator_gib) == (6, 0.5, 5.5)
+    assert "capped at 5.50 GiB" in str(cap) and "a 6 GiB card less the 0.50 GiB" in str(cap)
+    runtime.cap_gpu_memory(200, torch.device("cuda", 0))  # more than the GPU: all of it, less the context
+    assert cuda_machine.fractions[-1] == (pytest.approx(79.5 / 80), 0)
+    with pytest.raises(ValueError, match="0.50 GiB of cuda:0 are in use outside torch's allocator"):
+        runtime.cap_gpu_memory(0.4, torch.device("cuda", 0))
+    assert runtime.cap_gpu_memory(6, torch.device("cpu")) is None
+    with pytest.raises(ValueError, match="above 0"):
+        runtime.cap_gpu_memory(0, torch.device("cuda", 0))
+
+
+def test_a_gpu_this_machine_lacks_is_refused_in_one_line(cuda_machine):
+    assert runtime.resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match=r"has 2 CUDA GPU\(s\), cuda:0 to cuda:1"):
+        runtime.resolve_device("cuda:2")
 
 
 def _cpu_with(monkeypatch, **flags: bool) -> None:
@@ -56,13 +88,17 @@ def test_the_training_header_says_which_precision_auto_chose(monkeypatch, capsys
     _cpu_with(monkeypatch)
     assert runtime.describe_precision("auto", cpu) == f"{fp32} (auto: no native bf16 on this CPU)"
     assert runtime.describe_precision("bf16", cpu) == "precision bf16 autocast (--amp bf16)"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
-    assert runtime.describe_precision("auto", torch.device("cuda")) == (
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(major=7))
+    assert runtime.describe_precision("auto", torch.device("cuda", 0)) == (
         "precision fp16 autocast with loss scaling (auto: this GPU only emulates bf16)")
+    from segkit.context import resolve_run
+
     frames = SimpleNamespace(dataset=[0, 1, 2])
-    training._print_header(torch.nn.Linear(2, 2), TrainConfig(device="cpu"), frames, frames,
-                           "profile ci", None)
-    assert "device cpu, precision fp32 (auto: no native bf16 on this CPU);" in capsys.readouterr().out
+    config, context = resolve_run(TrainConfig(device="cpu"), profile="ci", profile_why="named")
+    training._print_header(torch.nn.Linear(2, 2), config, context, frames, frames)
+    out = capsys.readouterr().out
+    assert "device cpu, precision fp32 (auto: no native bf16 on this CPU);" in out
+    assert "; profile ci; " in out
 
 
 def test_determinism_is_opt_in_and_the_ci_profile_opts_in(restore_determinism):
@@ -82,8 +118,7 @@ def test_seeding_leaves_the_determinism_setting_alone(restore_determinism):
 
 
 @pytest.mark.parametrize(("device", "pinned"), [("cpu", False), ("cuda", True), ("auto", True)])
-def test_memory_is_pinned_only_when_training_on_cuda(prepared_root, monkeypatch, device, pinned):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU is present
+def test_memory_is_pinned_only_when_training_on_cuda(prepared_root, cuda_machine, device, pinned):
     train, val = build_loaders(prepared_root, TrainConfig(device=device, num_workers=0, batch_size=2))
     assert train.pin_memory is pinned and val.pin_memory is pinned
 
@@ -94,22 +129,6 @@ def test_unknown_or_absent_devices_are_refused_in_one_line(monkeypatch, name, me
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match=message):
         runtime.resolve_device(name)
-
-
-def test_gpu_memory_cap_sets_the_allocator_fraction(monkeypatch):
-    calls = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_properties",
-                        lambda device: SimpleNamespace(total_memory=80 * runtime.GIB))
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Stand-in 80GB")
-    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction",
-                        lambda fraction, device=None: calls.append(fraction))
-    line = runtime.cap_gpu_memory(6, torch.device("cuda", 0))
-    assert calls == [pytest.approx(6 / 80)] and "6.0 GiB of 80.0 GiB" in line
-    assert runtime.cap_gpu_memory(200, torch.device("cuda", 0)) and calls[-1] == 1.0
-    assert runtime.cap_gpu_memory(6, torch.device("cpu")) is None and len(calls) == 2
-    with pytest.raises(ValueError, match="above 0"):
-        runtime.cap_gpu_memory(0, torch.device("cuda", 0))
 
 
 @pytest.mark.parametrize(("memory", "expected"), [(None, "cpu"), (5.8, "laptop"), (80.0, "gpu")])

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 import segkit
 from segkit import step
@@ -14,6 +15,7 @@ from segkit.checkpoints import load_checkpoint
 from segkit.config import TrainConfig, profile_config
 from segkit.engine import fit
 from segkit.losses import build_loss
+from segkit.runtime import set_determinism
 from segkit.training import train
 
 
@@ -104,13 +106,16 @@ def test_only_the_step_module_calls_backward():
 
 # --- channels_last="auto": measured both ways before training ---------------------------------
 
-def _layout_timed(monkeypatch, seconds: dict[bool, float]) -> list[bool]:
+def _layout_timed(monkeypatch, seconds: dict[bool, float], autotuned: list | None = None) -> list[bool]:
     """Stand in for ``config_step``: a step of ``seconds[config.channels_last]`` (a sleep); returns
-    the list of layouts it was asked for."""
+    the list of layouts it was asked for (and appends to ``autotuned`` whether cuDNN's autotuner
+    was on when it was)."""
     asked = []
 
-    def config_step(config, device, batch_size=None):
+    def config_step(config, device, batch_size=None, **options):
         asked.append(config.channels_last)
+        if autotuned is not None:
+            autotuned.append(torch.backends.cudnn.benchmark)
         assert "pretrained_backbone" not in config.model_options  # never a download to measure
         return lambda: time.sleep(seconds[config.channels_last])
 
@@ -141,9 +146,42 @@ def test_channels_last_takes_true_false_or_auto_and_the_cpu_profile_measures():
     assert ", channels_last" not in TrainConfig().summary()
 
 
-def test_fit_refuses_an_unsettled_layout():
-    with pytest.raises(ValueError, match="resolve_channels_last"):
-        fit(torch.nn.Conv2d(3, 19, 1), [], None, TrainConfig(channels_last="auto", device="cpu"))
+def test_fit_without_a_context_settles_the_layout_by_measuring(monkeypatch, capsys):
+    _layout_timed(monkeypatch, {True: 0.002, False: 0.03})
+    loader = DataLoader(TensorDataset(*batch()), batch_size=2)
+    state = fit(tiny_net(), loader, None, TrainConfig(channels_last="auto", device="cpu", epochs=1))
+    assert state.context.channels_last is True and state.config.channels_last is True
+    assert "channels_last: on (" in capsys.readouterr().out
+
+
+@pytest.fixture
+def restore_determinism():
+    yield
+    set_determinism(False)
+
+
+def test_the_layout_is_timed_with_cudnns_autotuner_as_training_has_it(
+        monkeypatch, prepared_root, tmp_path, restore_determinism):
+    """Timed with ``cudnn.benchmark`` off while training runs with it on, each layout would be
+    timed with other kernels than training uses."""
+    autotuned = []
+    _layout_timed(monkeypatch, {True: 0.002, False: 0.03}, autotuned)
+    set_determinism(True)  # what an earlier deterministic run (the ci profile) leaves behind
+    train("my_fcn", profile="ci", data=prepared_root, out=tmp_path / "ck", log_dir=tmp_path / "tb",
+          progress=False, epochs=1, max_iters=1, max_val_batches=1, channels_last="auto",
+          deterministic=False)
+    assert autotuned == [True, True]
+
+
+def test_a_trial_pass_tells_finite_from_overflowing_precision():
+    images, masks = batch()
+    assert step.finite_pass(tiny_net(), images, masks, build_loss("ce"), dtype=torch.float16)
+    overflowing = tiny_net()
+    with torch.no_grad():
+        overflowing[0].weight.fill_(1e4)  # activations beyond fp16's 65504
+    assert not step.finite_pass(overflowing, images, masks, build_loss("ce"), dtype=torch.float16)
+    assert all(p.grad is None for p in overflowing.parameters())
+    assert step.finite_pass(overflowing, images, masks, build_loss("ce"), dtype=None)
 
 
 def test_a_run_records_the_measured_layout_and_continues_without_measuring(

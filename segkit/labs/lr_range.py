@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 
 from segkit.budget import StepPlan
 from segkit.config import TrainConfig
+from segkit.context import RunContext, resolve_run
 from segkit.engine import build_criterion, build_optimizer, build_scheduler, steps_per_epoch, to_device
-from segkit.runtime import autocast_dtype, resolve_device
 from segkit.step import train_step
 
 RULES = ("min/10", "steepest")
@@ -108,13 +108,13 @@ def lr_range_test(model: nn.Module, loader: DataLoader, config: TrainConfig, *, 
     """
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
-    device = resolve_device(config.device)
     if config.channels_last == "auto":
         config = config.replace(channels_last=False)
+    config, context = resolve_run(config)  # the device and precision as fit would train in
     rates = sweep_rates(start, end, steps)
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):  # the loader's shuffle leaves the caller's stream alone
-        lrs, losses, step_seconds = _sweep(copy.deepcopy(model), loader, config, device, rates,
+        lrs, losses, step_seconds = _sweep(copy.deepcopy(model), loader, config, context, rates,
                                            smoothing, stop_factor)
     seconds = time.perf_counter() - started
     stopped = None
@@ -130,24 +130,24 @@ def lr_range_test(model: nn.Module, loader: DataLoader, config: TrainConfig, *, 
                      step_seconds, config, steps_per_epoch(loader, config))
 
 
-def _sweep(net: nn.Module, loader: DataLoader, config: TrainConfig, device: torch.device,
+def _sweep(net: nn.Module, loader: DataLoader, config: TrainConfig, context: RunContext,
            rates: list[float], smoothing: float, stop_factor: float
            ) -> tuple[list[float], list[float], float]:
     """Train ``net`` one step per rate until the loss blows up; the rates and losses of the steps
     taken, and the seconds of a step (the mean after the first, which pays the warm-up)."""
+    device = context.device
     net.to(device).train()
-    if config.channels_last:
+    if context.channels_last:
         net.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(net, config)
     shares = [group["lr"] / config.lr for group in optimizer.param_groups]  # a backbone's fraction
     criterion = build_criterion(config, loader.dataset, device)
-    dtype = autocast_dtype(config.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    dtype, scaler = context.dtype, context.grad_scaler()
     lrs, losses, times = [], [], [time.perf_counter()]
     for lr, (images, masks) in zip(rates, _endless(loader), strict=False):
         for group, share in zip(optimizer.param_groups, shares, strict=True):
             group["lr"] = lr * share
-        images, masks = to_device(images, masks, device, config.channels_last)
+        images, masks = to_device(images, masks, device, context.channels_last)
         loss = train_step(net, optimizer, images, masks, criterion, dtype=dtype, scaler=scaler,
                           grad_clip=config.grad_clip).item()  # read at once: it decides whether to stop
         lrs.append(lr)

@@ -22,7 +22,6 @@ from urllib.parse import urlparse
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 from torchvision.models import (
     MobileNet_V3_Large_Weights,
     ResNet50_Weights,
@@ -37,7 +36,8 @@ from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from segkit.io import DataError, load_tensors
 from segkit.labels import NUM_CLASSES
-from segkit.models.registry import register_model
+from segkit.models.parts import checkpointed
+from segkit.models.registry import ModelInfo, register_model
 
 #: ImageNet weights used for ``pretrained_backbone=True``, per backbone.
 IMAGENET_WEIGHTS: dict[str, WeightsEnum] = {
@@ -226,8 +226,8 @@ class Backbone(IntermediateLayerGetter):
     """torchvision's IntermediateLayerGetter returning ``{"low": stride 4, "out": deepest}`` maps.
 
     Modules named in ``checkpointed`` are recomputed during backward instead of keeping their
-    activations (training only), trading about one extra forward pass for much less memory.
-    Batch-norm running statistics then see each batch twice, which barely moves their averages.
+    activations (training only), trading about one extra forward pass for much less memory; the
+    recomputation leaves batch norm's running statistics alone (``parts.checkpointed``).
     """
 
     def __init__(
@@ -240,10 +240,7 @@ class Backbone(IntermediateLayerGetter):
         features: dict[str, Tensor] = OrderedDict()
         recompute = self.training and torch.is_grad_enabled()
         for name, module in self.items():
-            if recompute and name in self.checkpointed:
-                x = checkpoint(module, x, use_reentrant=False)
-            else:
-                x = module(x)
+            x = checkpointed(module, x) if recompute and name in self.checkpointed else module(x)
             if name in self.return_layers:
                 features[self.return_layers[name]] = x
         return features
@@ -350,7 +347,9 @@ class DeepLabV3Plus(nn.Module):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)  # (N, K, H, W)
 
 
-@register_model(aliases=("deeplab",))
+# ASPP's image-pooling branch batch-normalises a 1x1 map: one value per channel for a batch of one
+@register_model(aliases=("deeplab",), info=ModelInfo(checkpoint_option="checkpoint_backbone",
+                                                     min_batch=2, backbone=True))
 def deeplabv3plus(
     *,
     num_classes: int = NUM_CLASSES,

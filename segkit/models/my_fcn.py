@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from segkit.labels import NUM_CLASSES
 from segkit.models.parts import ConvBNReLU, DoubleConv, Down, OutConv, UpConv, run_block
-from segkit.models.registry import register_model
+from segkit.models.registry import ModelInfo, register_model
 
 
 class MyFCN(nn.Module):
@@ -64,7 +64,7 @@ class MyFCN(nn.Module):
         return self.head(run(self.fuse, x))  # (N, num_classes, H, W)
 
 
-@register_model
+@register_model(info=ModelInfo(checkpoint_option="checkpointing"))
 def my_fcn(*, num_classes: int = NUM_CLASSES, checkpointing: bool = False) -> MyFCN:
     """The original study's shallow FCN (Figure 4b), about 1.6M parameters.
 

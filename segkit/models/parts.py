@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -10,10 +14,51 @@ from torch.utils.checkpoint import checkpoint
 
 def run_block(block: nn.Module, *args: Tensor, recompute: bool, **kwargs: Tensor) -> Tensor:
     """``block(*args, **kwargs)``; with ``recompute`` while training, through activation
-    checkpointing: nothing inside is kept for backward, which runs the block again instead."""
+    checkpointing (``checkpointed``): nothing inside is kept for backward, which runs the block
+    again instead."""
     if recompute and block.training and torch.is_grad_enabled():
-        return checkpoint(block, *args, use_reentrant=False, **kwargs)
+        return checkpointed(block, *args, **kwargs)
     return block(*args, **kwargs)
+
+
+def checkpointed(block: nn.Module, *args: Tensor, **kwargs: Tensor) -> Tensor:
+    """``block(*args, **kwargs)`` through activation checkpointing, its recomputation in backward
+    leaving batch norm's running statistics alone.
+
+    The recomputed forward normalises by the batch's statistics as the first one did (so its
+    outputs are the same), but a second update of the running averages would count every batch
+    twice: momentum 0.19 instead of 0.1, and other statistics than the same model trained without
+    checkpointing.
+    """
+    return checkpoint(block, *args, use_reentrant=False,
+                      context_fn=partial(_recomputed_without_statistics, block), **kwargs)
+
+
+def _recomputed_without_statistics(block: nn.Module) -> tuple[contextlib.AbstractContextManager, ...]:
+    """The contexts ``torch.utils.checkpoint`` runs the first forward and the recomputation in."""
+    return contextlib.nullcontext(), running_statistics_frozen(block)
+
+
+@contextlib.contextmanager
+def running_statistics_frozen(module: nn.Module) -> Iterator[None]:
+    """Batch norm layers in ``module`` normalise by the batch in training without moving their
+    running mean, variance or count until the block ends.
+
+    Their momentum is 0 meanwhile (the running averages then take none of the batch) rather than
+    their running statistics switched off, which would change what batch norm saves for backward
+    and fail checkpointing's check that the recomputation saves what the first pass did.
+    """
+    layers = [m for m in module.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    kept = [(layer.momentum, layer.num_batches_tracked.clone()) for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        yield
+    finally:
+        for layer, (momentum, count) in zip(layers, kept, strict=True):
+            layer.momentum = momentum
+            layer.num_batches_tracked.copy_(count)
 
 
 def match_size(x: Tensor, like: Tensor) -> Tensor:

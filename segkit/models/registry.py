@@ -1,10 +1,12 @@
-"""The model registry: names -> builder functions, timm style, as plain dicts."""
+"""The model registry: names -> builder functions, timm style, as plain dicts, and what each model
+declares about itself (``ModelInfo``) for the parts that plan, split or describe its training."""
 
 from __future__ import annotations
 
 import inspect
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from torch import nn
@@ -18,6 +20,20 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {}
 #: alias -> canonical name.
 _ALIASES: dict[str, str] = {}
 
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model declares at registration, so that the planner, the command line and the
+    out-of-memory splitter read it instead of naming models."""
+
+    checkpoint_option: str | None = None  # the option that switches activation checkpointing on
+    min_batch: int = 1  # the smallest batch it trains on (batch norm over a 1x1 map needs 2)
+    backbone: bool = False  # takes a classification backbone (backbone, output_stride, pretrained_…)
+
+
+#: canonical name -> what the model declares.
+_INFO: dict[str, ModelInfo] = {}
+
 #: Options that only decide the *initial* weights. A checkpoint's state dict replaces those weights,
 #: so ``model_spec`` leaves them out: rebuilding a trained model then never needs ImageNet weights
 #: (nor a network connection).
@@ -28,9 +44,11 @@ INIT_ONLY_OPTIONS = frozenset({"pretrained_backbone", "allow_random_init"})
 
 
 def register_model(
-    fn: Builder | None = None, *, name: str | None = None, aliases: tuple[str, ...] = ()
+    fn: Builder | None = None, *, name: str | None = None, aliases: tuple[str, ...] = (),
+    info: ModelInfo | None = None,
 ) -> Builder | Callable[[Builder], Builder]:
-    """Register a builder under its function name (or ``name``), plus optional ``aliases``.
+    """Register a builder under its function name (or ``name``), plus optional ``aliases`` and
+    what the model declares about itself (``info``, default ``ModelInfo()``).
 
     Use bare (``@register_model``) or with arguments (``@register_model(aliases=("deeplab",))``).
     """
@@ -42,6 +60,7 @@ def register_model(
                 raise ValueError(f"model name {taken!r} is already registered")
         _MODELS[key] = builder
         _ALIASES.update(dict.fromkeys(aliases, key))
+        _INFO[key] = info or ModelInfo()
         return builder
 
     return register(fn) if fn is not None else register
@@ -62,6 +81,21 @@ def resolve_name(name: str) -> str:
         f"unknown model {name!r}; choose one of {list_models()} "
         f"(aliases: {', '.join(f'{a} -> {c}' for a, c in sorted(_ALIASES.items())) or 'none'})"
     )
+
+
+def model_info(name: str) -> ModelInfo:
+    """What model ``name`` (or an alias) declares: its checkpointing option, smallest training
+    batch, whether it takes a backbone; ``KeyError`` listing the choices for an unknown name."""
+    return _INFO[resolve_name(name)]
+
+
+def min_train_batch(model: nn.Module) -> int:
+    """The smallest batch ``model`` trains on: its registry's ``min_batch``, 1 for a model the
+    registry did not build (or a wrapper around one it did: DDP, ``torch.compile``)."""
+    for inner in (model, getattr(model, "module", None), getattr(model, "_orig_mod", None)):
+        if getattr(inner, "segkit_name", None) in _INFO:
+            return _INFO[inner.segkit_name].min_batch
+    return 1
 
 
 def model_options(name: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from segkit.labels import NUM_CLASSES
 from segkit.models.parts import DoubleConv, Down, OutConv, Up, run_block
-from segkit.models.registry import register_model
+from segkit.models.registry import ModelInfo, register_model
 
 
 class UNet(nn.Module):
@@ -57,7 +57,7 @@ class UNet(nn.Module):
         return self.head(x)  # (N, num_classes, H, W)
 
 
-@register_model
+@register_model(info=ModelInfo(checkpoint_option="checkpointing"))
 def unet(
     *, num_classes: int = NUM_CLASSES, base_channels: int = 16, bilinear: bool = False,
     checkpointing: bool = False,
