@@ -68,6 +68,9 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 #: (width, height) of the two small calibration steps, batch 2 (DeepLab's image pooling needs 2).
 CALIBRATION_SIZES = ((128, 64), (256, 128))  # smaller ones mislead: oneDNN's scratch buffers
 CALIBRATION_BATCH = 2
+#: Bump when what a calibration measures changes (a model's layers, the training step, the
+#: counting): cached calibrations of an older version are then measured again, not served stale.
+CALIBRATION_VERSION = 1
 #: Where the 16-bit / 32-bit ratio of saved bytes is counted (hooks count exactly at any size, and
 #: bf16 is slow on CPUs without native bf16).
 RATIO_SIZES = ((64, 32), (128, 64))
@@ -193,8 +196,8 @@ def cache_dir() -> Path:
 
 def _cache_path(name: str, args: tuple) -> Path:
     """The file of one calibration: named by what it measured and everything its bytes depend on."""
-    key = [name, args, torch.__version__, __version__, torch.backends.cpu.get_cpu_capability(),
-           CALIBRATION_SIZES, CALIBRATION_BATCH, RATIO_SIZES]
+    key = [name, args, CALIBRATION_VERSION, torch.__version__, __version__,
+           torch.backends.cpu.get_cpu_capability(), CALIBRATION_SIZES, CALIBRATION_BATCH, RATIO_SIZES]
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
     return cache_dir() / "planner" / f"{name.strip('_')}-{args[0]}-{digest}.json"
 
@@ -416,7 +419,8 @@ def plan_eval(model: str, *, size: tuple[int, int] = (2048, 1024), mode: str = "
               window: tuple[int, int] | None = None, precision: str = "fp32",
               options: dict | None = None) -> Plan:
     """The peak memory of scoring one frame of ``size``: the whole frame in one pass, or windows
-    of ``window`` slid over it (their logits summed into a frame-sized fp32 buffer)."""
+    of ``window`` slid over it, their logits summed a window's height of rows at a time (as
+    ``segkit.inference.slide_bands`` does for a single pass) into the frame's class map."""
     name = resolve_name(model)
     options = options or {}
     fixed, per_pixel, weights = _eval_line(name, _architecture(name, options), precision)
@@ -425,7 +429,8 @@ def plan_eval(model: str, *, size: tuple[int, int] = (2048, 1024), mode: str = "
     frame = 3 * width * height * 4  # the normalised input frame, fp32
     if mode == "slide":
         window = window or (1024, 512)
-        logits = 2 * NUM_CLASSES * width * height * 4  # the running sum and the stitched result
+        # fp32 sums and counts of a window's height of rows, and the uint8 class map of the frame
+        logits = (NUM_CLASSES + 1) * min(window[1], height) * width * 4 + width * height
         activations = frame + logits + line.at(window[0] * window[1])
     else:
         activations = line.at(width * height)

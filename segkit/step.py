@@ -125,18 +125,13 @@ def random_batch(batch: int, size: tuple[int, int], device: torch.device, *,
     return images, torch.randint(0, num_classes, (batch, height, width), device=device)
 
 
-def without_initial_weights(config: TrainConfig) -> TrainConfig:
-    """``config`` without the options that only choose initial weights (no ImageNet download to
-    time or probe a step: its work and memory are the same from random weights)."""
-    options = {k: v for k, v in config.model_options.items() if k not in INIT_ONLY_OPTIONS}
-    return config.replace(model_options=options)
-
-
 def config_model(config: TrainConfig, device: torch.device) -> nn.Module:
-    """``config``'s model from ``config.model_options``, seeded, on ``device`` in its memory layout,
-    in training mode."""
+    """``config``'s model from ``config.model_options`` (the options that only pick initial
+    weights left out), seeded, on ``device`` in its memory layout, in training mode."""
     torch.manual_seed(0)
-    model = build_model(config.model, **config.model_options).to(device).train()
+    # initial weights change neither a step's work nor its memory: never load or download them
+    options = {k: v for k, v in config.model_options.items() if k not in INIT_ONLY_OPTIONS}
+    model = build_model(config.model, **options).to(device).train()
     return model.to(memory_format=torch.channels_last) if config.channels_last is True else model
 
 
@@ -167,10 +162,7 @@ def fp16_trial(config: TrainConfig, device: torch.device, model: nn.Module | Non
     at the smallest batch the model trains on is finite on ``device``: some cuDNN versions return
     NaN from fp16 convolutions on GTX 16xx cards. The model is a copy of ``model``, else
     ``config``'s, built with random weights."""
-    if model is None:
-        model = config_model(without_initial_weights(config), device)
-    else:
-        model = copy.deepcopy(model).to(device).train()
+    model = config_model(config, device) if model is None else copy.deepcopy(model).to(device).train()
     images, masks = random_batch(min_train_batch(model), config.size, device,
                                  channels_last=config.channels_last is True)
     finite = finite_pass(model, images, masks, build_loss("ce"), dtype=torch.float16)
@@ -222,10 +214,9 @@ def resolve_channels_last(config: TrainConfig, device: torch.device, dtype: torc
     """
     if config.channels_last != "auto":
         return config
-    measured = without_initial_weights(config)
     seconds = {}
     for layout in (False, True):
-        step = config_step(measured.replace(channels_last=layout), device, dtype=dtype)
+        step = config_step(config.replace(channels_last=layout), device, dtype=dtype)
         seconds[layout] = best_seconds(synchronized(step, device), steps)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -244,6 +235,6 @@ def probe_step(config: TrainConfig, device: torch.device, batch: int, *,
     """One training step of ``config``'s model at ``batch`` in autocast ``dtype`` on random data;
     its memory freed after (what ``planner.confirm_batch_size`` runs to confirm a planned batch on
     a GPU)."""
-    config_step(without_initial_weights(config), device, batch, dtype=dtype)()
+    config_step(config, device, batch, dtype=dtype)()
     if device.type == "cuda":
         torch.cuda.empty_cache()

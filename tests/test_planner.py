@@ -115,3 +115,17 @@ def test_batch_size_auto_on_the_cpu_plans_and_says_so(prepared_root, tmp_path, c
                  "--out", str(tmp_path / "ck"), "--log_dir", str(tmp_path / "tb"), "--quiet"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert "planned for 1.2 GiB by segkit plan (not confirmed: no CUDA device)" in header
+
+
+def test_a_slide_plan_follows_what_scoring_a_frame_holds():
+    """Scoring slides windows and keeps a window's height of summed rows, not the frame's scores:
+    the plan must follow the peak measured on that very path (``Inference.classes``)."""
+    from segkit.inference import Inference, frame_peak_bytes
+
+    size, window = (1024, 512), (256, 128)
+    plan = planner.plan_eval("unet", size=size, mode="slide", window=window)
+    torch.manual_seed(0)
+    net = build_model("unet").eval()
+    measured = frame_peak_bytes(net, torch.randn(3, size[1], size[0]), size[::-1],
+                                Inference(mode="slide", window=window), torch.device("cpu"))
+    assert plan.activations_gib * planner.GIB == pytest.approx(measured, rel=0.2)
