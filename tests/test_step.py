@@ -116,11 +116,27 @@ def _layout_timed(monkeypatch, seconds: dict[bool, float], autotuned: list | Non
         asked.append(config.channels_last)
         if autotuned is not None:
             autotuned.append(torch.backends.cudnn.benchmark)
-        assert "pretrained_backbone" not in config.model_options  # never a download to measure
         return lambda: time.sleep(seconds[config.channels_last])
 
     monkeypatch.setattr(step, "config_step", config_step)
     return asked
+
+
+def test_a_measured_model_is_built_without_its_initial_weight_options(monkeypatch):
+    """Timing or probing a step never loads (or downloads) ImageNet weights: ``config_model``
+    hands the builder every option but those that only pick initial weights."""
+    built = {}
+
+    def build_model(name, **options):
+        built.update(options, name=name)
+        return torch.nn.Conv2d(3, 2, 1)
+
+    monkeypatch.setattr(step, "build_model", build_model)
+    config = TrainConfig(model="deeplabv3plus", model_options={
+        "pretrained_backbone": True, "allow_random_init": True, "backbone": "mobilenet_v3_large"})
+    model = step.config_model(config.replace(channels_last=True), torch.device("cpu"))
+    assert built == {"name": "deeplabv3plus", "backbone": "mobilenet_v3_large"}
+    assert model.training and model.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("faster", [True, False])
