@@ -419,10 +419,31 @@ def protocol_table(course: Course, models: dict[str, torch.nn.Module],
     return pd.concat(tables, names=["model", "protocol"])
 
 
+def lesson_figures(course: Course, train: CityscapesSegmentation, manifest: dict) -> dict[str, Any]:
+    """The figures the lessons explain with that need no training: the effect of class imbalance on
+    pixel accuracy and mIoU, the synthetic frames' realism beside real Cityscapes, nearest against
+    bilinear label resizing, my_FCN's architecture, and where dilated kernels and ASPP read."""
+    from segkit import viz
+    from segkit.models import build_model
+    from segkit.synthetic import realism
+
+    mask = train.load(0)[1].numpy()
+    height, width = mask.shape
+    backbone = course.config("deeplabv3plus").model_options.get("backbone", "resnet101")
+    return {
+        "02_imbalance_effect.png": viz.imbalance_effect(manifest["class_pixels"]["train"]),
+        "02_realism.png": viz.realism(realism.measure(realism.official_frames(course.data, "train"))),
+        "03_mask_resampling.png": viz.mask_resampling(mask, (width * 3 // 4, height * 3 // 4)),
+        "04_my_fcn_architecture.png": viz.architecture(build_model("my_fcn"), (128, 256)),
+        "06_dilation.png": viz.dilation_figure(build_model("deeplabv3plus", backbone=backbone)),
+    }
+
+
 def write_figures(course: Course, out: str | os.PathLike = "pics") -> list[Path]:
     """Write the README's figures (PNG) from ``course.data`` and, where they exist, its trained runs.
 
-    Returns the paths written; the figures of notebooks 04–07 need their runs (``train_model``):
+    Returns the paths written: the data and lesson figures (``lesson_figures``) always; the figures
+    of notebooks 04–07 need their runs (``train_model``):
     my_fcn's learning curves, U-Net's confusion matrix, DeepLabV3+'s mask browser on its worst
     validation frame, and 07's curves, per-class IoU and predictions side by side.
     """
@@ -443,6 +464,7 @@ def write_figures(course: Course, out: str | os.PathLike = "pics") -> list[Path]
         "02_class_distribution.png": viz.class_distribution(
             {split: manifest["class_pixels"][split] for split in ("train", "val")}),
         "03_augmentation.png": viz.augmentation_grid(*train.load(1), demo_transforms(size=(256, 128))),
+        **lesson_figures(course, train, manifest),
     }
     runs = {name: load_run(course, name) for name in ("my_fcn", "unet", "deeplabv3plus")}
     runs = {name: run for name, run in runs.items() if run is not None}

@@ -30,7 +30,7 @@ from segkit.config import TrainConfig
 from segkit.context import RunContext, resolve_run
 from segkit.datasets import check_has_labels, class_pixels
 from segkit.io import DataError
-from segkit.losses import build_loss, class_weights_from_histogram
+from segkit.losses import build_loss, class_weights_from_histogram, pixel_weights
 from segkit.metrics import ConfusionMatrix
 from segkit.models.registry import min_train_batch
 from segkit.runtime import seed_everything
@@ -587,11 +587,5 @@ def _loss_terms(criterion: nn.Module, logits: torch.Tensor, masks: torch.Tensor)
 
     The criterion's mean times the weight sum it divided by is its weighted loss sum.
     """
-    valid = masks != criterion.ignore_index  # (N, H, W)
-    weight = getattr(criterion, "weight", None)
-    if weight is None:
-        pixel_weights = valid.float()
-    else:  # ignored pixels read class 0 only to keep the lookup in range
-        pixel_weights = torch.where(valid, weight[torch.where(valid, masks, 0)], 0.0)
-    total = pixel_weights.sum()
+    total = pixel_weights(masks, getattr(criterion, "weight", None), criterion.ignore_index).sum()
     return torch.stack([criterion(logits, masks) * total, total])

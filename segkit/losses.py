@@ -82,9 +82,7 @@ class FocalLoss(nn.Module):
             loss = loss * self.alpha[index.squeeze(1)]
         elif self.alpha_scale is not None:
             loss = loss * self.alpha_scale
-        pixel_weight = valid.to(loss.dtype)
-        if self.weight is not None:
-            pixel_weight = pixel_weight * self.weight[index.squeeze(1)]
+        pixel_weight = pixel_weights(target, self.weight, self.ignore_index).to(loss.dtype)
         # where (not a product) so that a non-finite value at an ignored pixel cannot leak in.
         loss = torch.where(valid, loss * pixel_weight, 0.0)
         if self.reduction == "none":
@@ -128,6 +126,16 @@ def _per_class(values: Sequence[float] | Tensor | None, name: str) -> Tensor | N
     return values
 
 
+def pixel_weights(target: Tensor, weight: Tensor | None, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """The weight of each pixel of ``target`` (N, d1, ...) in a loss's mean: its class's ``weight``
+    (1 without weights), 0 at ``ignore_index``. Their sum is what the mean divides by."""
+    valid = target != ignore_index
+    if weight is None:
+        return valid.float()
+    # ignored pixels read class 0 only to keep the lookup in range; where() then zeroes them
+    return torch.where(valid, weight[torch.where(valid, target, 0)], 0.0)
+
+
 class CrossEntropyLoss(nn.CrossEntropyLoss):
     """``nn.CrossEntropyLoss`` (mean over valid pixels, weighted by ``weight``), except that a batch
     without a single valid pixel gives 0 with zero gradients instead of NaN, so that a crop of
@@ -144,11 +152,7 @@ class CrossEntropyLoss(nn.CrossEntropyLoss):
         """Cross-entropy of logits (N, C, d1, ...) against class indices (N, d1, ...)."""
         total = F.cross_entropy(logits, target, weight=self.weight, ignore_index=self.ignore_index,
                                 reduction="sum", label_smoothing=self.label_smoothing)
-        valid = target != self.ignore_index  # (N, d1, ...)
-        if self.weight is None:
-            count = valid.sum().to(total.dtype)
-        else:
-            count = torch.where(valid, self.weight[torch.where(valid, target, 0)], 0.0).sum()
+        count = pixel_weights(target, self.weight, self.ignore_index).sum().to(total.dtype)
         # no .item() test: dividing by 1 where nothing is valid keeps the step free of a device sync
         return total / torch.where(count > 0, count, 1.0)
 
