@@ -366,7 +366,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-budget", type=_duration, metavar="TIME",
                         help="train for this long instead of for epochs, e.g. 90s, 4m or 1h: the "
                              "learning rate decays to zero over the budget, validation counts "
-                             "against it (default: the cpu profile's, 3.5 minutes a model)")
+                             "against it (default: the cpu profile's, 2.5 minutes a model)")
     parser.add_argument("-lr", "--lr", dest="lr", type=float, help="learning rate (default: 1e-3)")
     parser.add_argument("--backbone-lr", type=float, metavar="FACTOR",
                         help="a pretrained backbone learns at --lr x FACTOR (default: 0.1; 1: the same)")

@@ -401,7 +401,8 @@ def protocol_table(course: Course, models: dict[str, torch.nn.Module],
     """Each model scored on ``course.data``'s val split four ways, one pandas table with rows
     (model, protocol): the training-time proxy every curve shows (labels resized to the validation
     size), the whole frame scored against full-resolution labels, sliding windows, and sliding
-    windows with flip (``segkit.inference.compare_protocols``).
+    windows with flip (``segkit.inference.compare_protocols``), on the profile's
+    ``protocol_frames`` of the split (the ``cpu`` profile: every second frame, 24 of 48), or all.
 
     The windows (the training crop) tile the frame without overlap: 4 passes over a frame of
     twice the crop's width and height (the ``cpu`` profile's) instead of the 9 of ``segkit test
@@ -414,7 +415,7 @@ def protocol_table(course: Course, models: dict[str, torch.nn.Module],
 
     configs = {name: TrainConfig.from_dict(runs[name]["config"]) for name in models}
     tables = {name: compare_protocols(model, configs[name], course.data, device=course.device,
-                                      stride=configs[name].size)
+                                      stride=configs[name].size, frames=course.profile.protocol_frames)
               for name, model in models.items()}
     return pd.concat(tables, names=["model", "protocol"])
 

@@ -16,9 +16,10 @@ weights, and the refusal to score a split without labels). Loaders for training 
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -71,6 +72,12 @@ class CityscapesSegmentation(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def subset(self, indices: Sequence[int]) -> CityscapesSegmentation:
+        """A copy holding only the frames at ``indices``, in that order (transforms shared)."""
+        part = copy.copy(self)
+        part.images, part.labels = [self.images[i] for i in indices], [self.labels[i] for i in indices]
+        return part
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         with one_intra_op_thread():  # many tiny ops: extra threads only wait for each other

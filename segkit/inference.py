@@ -445,11 +445,20 @@ def frame_peak_bytes(model: nn.Module, image: Tensor, out_size: Sequence[int], i
 
 # --- the official protocol beside the fast proxy -------------------------------------------------
 
+def spread_indices(total: int, count: int) -> list[int]:
+    """``count`` indices of ``range(total)`` spread evenly from the first (every second of 48 for 24)."""
+    if not 0 < count <= total:
+        raise ValueError(f"cannot pick {count} of {total} frames")
+    return [index * total // count for index in range(count)]
+
+
 def compare_protocols(model: nn.Module, config: TrainConfig, root: str | os.PathLike, *,
                       split: str = "val", device: torch.device | str | None = None,
                       amp: str | None = None, stride: tuple[int, int] | None = None,
-                      batch_size: int = 4, num_workers: int = 0) -> pd.DataFrame:
-    """Score ``model``, trained with ``config``, on ``root``'s ``split`` four ways, side by side.
+                      batch_size: int = 4, num_workers: int = 0, frames: int | None = None
+                      ) -> pd.DataFrame:
+    """Score ``model``, trained with ``config``, on ``root``'s ``split`` four ways, side by side,
+    on every frame of the split or on ``frames`` of them spread evenly over it (the same in each row).
 
     Rows (pandas index):
 
@@ -486,6 +495,8 @@ def compare_protocols(model: nn.Module, config: TrainConfig, root: str | os.Path
     for name, (size, inference) in protocols.items():
         dataset = CityscapesSegmentation(root, split, eval_transforms(size=size),
                                          label_scheme=config.label_scheme)
+        if frames is not None and frames < len(dataset):
+            dataset = dataset.subset(spread_indices(len(dataset), frames))
         loader = scoring_loader(dataset, batch_size=batch_size, num_workers=num_workers)
         scores = evaluate(model, loader, device=device, amp=amp, inference=inference)
         image, mask = dataset[0]

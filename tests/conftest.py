@@ -103,3 +103,22 @@ def cuda_machine(monkeypatch):
                         lambda fraction, device: machine.fractions.append((fraction, device)),
                         raising=False)
     return machine
+
+
+@pytest.fixture
+def engine_rates():
+    """``rates(model, config, steps_per_epoch, steps)``: the learning rate of each of ``steps``
+    optimizer steps as the engine's optimizer and scheduler for ``config`` give it."""
+    from segkit import engine
+
+    def rates(model, config, steps_per_epoch: int, steps: int) -> list[float]:
+        optimizer = engine.build_optimizer(model, config)
+        schedule = engine.build_scheduler(optimizer, config, steps_per_epoch=steps_per_epoch)
+        seen = []
+        for _ in range(steps):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        return seen
+
+    return rates

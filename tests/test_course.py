@@ -128,17 +128,20 @@ def test_the_protocol_table_scores_each_model_with_its_recorded_config(monkeypat
 
     asked = []
 
-    def compare(model, config, root, *, device, stride):
-        asked.append((model, config.size, config.val_size, root, device, stride))
+    def compare(model, config, root, *, device, stride, frames):
+        asked.append((model, config.size, config.val_size, root, device, stride, frames))
         return pd.DataFrame({"mIoU": [0.5, 0.4]}, index=["proxy", "whole"])
 
     monkeypatch.setattr(course, "compare_protocols", compare)
     monkeypatch.setattr(course.Course, "data", tmp_path / "data")
-    learner = course.Course(get_profile("ci"), tmp_path, torch.device("cpu"))
     record = {"config": {"model": "unet", "size": [64, 32], "val_size": [128, 64]}}  # as JSON keeps it
-    table = course.protocol_table(learner, {"unet": "net"}, {"unet": record})
-    # windows of the training crop, tiling the frame
-    assert asked == [("net", (64, 32), (128, 64), tmp_path / "data", torch.device("cpu"), (64, 32))]
+    for profile, frames in (("ci", None), ("cpu", 24)):  # cpu: every second of its 48 frames
+        learner = course.Course(get_profile(profile), tmp_path, torch.device("cpu"))
+        asked.clear()
+        table = course.protocol_table(learner, {"unet": "net"}, {"unet": record})
+        # windows of the training crop, tiling the frame
+        assert asked == [("net", (64, 32), (128, 64), tmp_path / "data", torch.device("cpu"), (64, 32),
+                          frames)]
     assert table.loc[("unet", "whole"), "mIoU"] == 0.4 and table.index.names == ["model", "protocol"]
 
 

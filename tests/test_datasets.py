@@ -184,3 +184,12 @@ def test_class_pixels_decode_where_the_manifest_counts_other_frames_or_classes(p
     counts = class_pixels(original)
     assert counts.shape == (21,) and counts[-1] == 0  # "unlabelled" is class 0, nothing is void
     assert counts[0] == read_manifest(prepared_root)["class_pixels"]["train"][-1]
+
+
+def test_a_subset_keeps_the_frames_asked_for_in_order(prepared_root):
+    dataset = CityscapesSegmentation(prepared_root, "train")
+    part = dataset.subset([2, 0])
+    assert part.images == [dataset.images[2], dataset.images[0]] and len(dataset) == 3
+    for index, original in ((0, 2), (1, 0)):
+        assert all(torch.equal(a, b) for a, b in zip(part[index], dataset[original], strict=True))
+    assert part.image_sizes() == [dataset.image_sizes()[2], dataset.image_sizes()[0]]

@@ -342,16 +342,8 @@ def test_out_of_memory_advises_or_retries_smaller(capsys):
     ("step", lambda lrs: lrs[4] == pytest.approx(0.1 * lrs[2])),
     ("none", lambda lrs: len(set(lrs[1:])) == 1),
 ])
-def test_schedulers(scheduler, check):
-    model = TinyNet()
-    cfg = config(epochs=3, scheduler=scheduler, warmup_iters=1, step_epochs=1)
-    optimizer = engine.build_optimizer(model, cfg)
-    schedule = engine.build_scheduler(optimizer, cfg, steps_per_epoch=2)
-    lrs = []
-    for _ in range(6):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
+def test_schedulers(scheduler, check, engine_rates):
+    lrs = engine_rates(TinyNet(), config(epochs=3, scheduler=scheduler, warmup_iters=1, step_epochs=1), 2, 6)
     assert check(lrs), lrs
 
 

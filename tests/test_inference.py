@@ -15,6 +15,7 @@ from segkit.inference import (
     predict,
     predict_files,
     read_image,
+    spread_indices,
 )
 from segkit.io import DataError
 from segkit.metrics import ConfusionMatrix
@@ -229,6 +230,22 @@ def test_protocols_side_by_side_score_the_labels_each_names(tiny_checkpoint, pre
     assert table.loc["proxy", "global acc"] != pytest.approx(table.loc["whole", "global acc"])
     assert table.loc["proxy", "peak MB"] < table.loc["whole", "peak MB"]
     assert (table["s/frame"] > 0).all()
+    # on one frame of the split: the first, and only it, in every row
+    first = compare_protocols(net, config, prepared_root, amp="off", stride=(128, 64), frames=1)
+    image, mask = CityscapesSegmentation(prepared_root, "val", eval_transforms())[0]
+    with torch.inference_mode():
+        small = nn.functional.interpolate(image[None], size=(64, 128), mode="bilinear", antialias=True)
+        logits = nn.functional.interpolate(net(small), size=tuple(mask.shape), mode="bilinear")
+    matrix = ConfusionMatrix()
+    matrix.update(logits.argmax(1)[0], mask)
+    assert first.loc["whole", "global acc"] == pytest.approx(matrix.compute()["pixel_acc"])
+
+
+def test_frames_spread_evenly_over_a_split():
+    assert spread_indices(48, 24) == list(range(0, 48, 2))
+    assert spread_indices(5, 5) == [0, 1, 2, 3, 4] and spread_indices(10, 3) == [0, 3, 6]
+    with pytest.raises(ValueError, match="cannot pick 6 of 5 frames"):
+        spread_indices(5, 6)
 
 
 @pytest.mark.parametrize("recipe", [
