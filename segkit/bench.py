@@ -146,7 +146,7 @@ def bench_synth(*, frames: int = 8, size: tuple[int, int] = (2048, 1024), measur
     ``measure_frames`` train and as many val frames of ``measure_size`` from ``seed``, whose
     realism measures (``segkit.synthetic.realism``) are printed beside the real Cityscapes
     figures of ``realism.REAL``. Returns the figures, with ``realism`` the measures and
-    ``shortfalls`` what misses issue 22's "done" thresholds (empty when nothing does).
+    ``shortfalls`` what misses the realism thresholds (``realism.DONE``) (empty when nothing does).
     """
     figures: dict = {"machine": machine(), "cpu": cpu_model(), "size": list(size), "frames": frames,
                      "measure_size": list(measure_size), "measure_frames": 2 * measure_frames}
@@ -210,9 +210,9 @@ def _print_synth_table(figures: dict, result: realism.Realism) -> None:
     for name, ours, theirs in rows:
         print(f"{name:<38} {ours:>18} {theirs:>18}")
     if figures["shortfalls"]:
-        print("short of issue 22's done thresholds: " + "; ".join(figures["shortfalls"]))
+        print("short of the realism thresholds: " + "; ".join(figures["shortfalls"]))
     else:
-        print("within issue 22's done thresholds (grain and flat areas within 1.5x, saturation "
+        print("within the realism thresholds (grain and flat areas within 1.5x, saturation "
               "and colours within 15 %, at least 4 cars a frame of at most twice the real size)")
 
 

@@ -767,7 +767,7 @@ def realism(measured: Any, real: Mapping[str, Any] | None = None) -> Figure:
     ``measured`` is a ``segkit.synthetic.realism.Realism`` (or its ``dataclasses.asdict``, as
     ``segkit bench synth --json`` prints it); ``real`` defaults to ``realism.REAL``. Left: grain,
     flat areas, saturation and RGB spread as synthetic / real (1: the middle of the real range,
-    grey: the real range, green: issue 22's "done" band). Middle: each class's mean colour, synthetic
+    grey: the real range, green: the realism thresholds' band). Middle: each class's mean colour, synthetic
     beside real. Right: objects per frame, synthetic beside real, with median sizes in pixels.
     """
     import dataclasses

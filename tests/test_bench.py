@@ -102,7 +102,7 @@ def test_bench_synth_prints_the_rate_and_the_measures_beside_the_real_figures(ca
     assert isinstance(figures["shortfalls"], list)
     printed = capsys.readouterr().out
     assert "generation at 64x32:" in printed and "frames/s" in printed
-    assert "measured on real Cityscapes frames at 512x256, issue 22" in printed
+    assert "measured on real Cityscapes frames at 512x256" in printed
     assert "Laplacian variance (grain)" in printed and "267-363" in printed
 
 

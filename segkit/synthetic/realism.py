@@ -22,16 +22,16 @@ from segkit.synthetic.palette import BUILDING, CAR, PERSON, POLE, SIDEWALK, SIGN
 MEASURE_SIZE = (512, 256)  # (width, height) the figures below were taken at
 #: Classes whose mean colour is compared, and classes counted as objects (connected pieces).
 #: Pieces smaller than this many pixels are not counted as objects: they are fragments, such as the
-#: tip of a pole between leaves (with this, the synthetic set of issue 22 gives its figures).
+#: tip of a pole between leaves (with this, generator version 2's set gives its figures).
 MIN_PIECE = 10
 COLOUR_CLASSES = {"building": BUILDING, "sky": SKY, "sidewalk": SIDEWALK, "vegetation": VEGETATION}
 OBJECT_CLASSES = {"car": CAR, "pole": POLE, "traffic sign": SIGN, "person": PERSON}
 
-#: Measured on real Cityscapes frames at 512x256, issue 22. Ranges are (low, high) over the frame
+#: Measured on real Cityscapes frames at 512x256. Ranges are (low, high) over the frame
 #: sets measured; colours are mean RGB (0-255) over the class's pixels; objects are (per frame,
-#: median size in pixels), None where the issue gives no size.
+#: median size in pixels), None where no size was measured.
 REAL = {
-    "source": "measured on real Cityscapes frames at 512x256, issue 22",
+    "source": "measured on real Cityscapes frames at 512x256",
     "laplacian_var": (267.0, 363.0),
     "flat_share": (0.127, 0.139),
     "saturation": (49.0, 49.0),
@@ -42,7 +42,7 @@ REAL = {
     "objects": {"car": (5.9, 295.0), "pole": (12.9, None), "traffic sign": (4.5, None),
                 "person": (3.2, 109.0)},
 }
-#: What "close to real" means (issue 22's done list): grain and flat areas within a factor of
+#: What "close to real" means (the realism thresholds): grain and flat areas within a factor of
 #: 1.5 of the real range, saturation and the class colours within 15 %, at least 4 cars a frame
 #: and their median size at most twice the real one.
 DONE = {"factor": 1.5, "colour_tolerance": 0.15, "cars_per_frame": 4.0, "car_size_factor": 2.0}
@@ -192,7 +192,7 @@ def _within_factor(value: float, low: float, high: float, factor: float) -> bool
 
 
 def shortfalls(result: Realism, real: Mapping = REAL, done: Mapping = DONE) -> list[str]:
-    """What keeps ``result`` from issue 22's "done" thresholds against ``real``; empty when none.
+    """What keeps ``result`` from the realism thresholds (``DONE``) against ``real``; empty when none.
 
     Each entry names the measure, its value and the range it should fall in.
     """
