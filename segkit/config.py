@@ -194,7 +194,7 @@ PROFILES = {
     # that fit all three models with 10 % kept free (`segkit plan --profile laptop --gpu-memory 6`):
     # 1024x512 batch 8 in 16 bits (bf16 on the 30xx cards, which have it natively; fp16 on the
     # others, after a trial step shows it finite there), with activation checkpointing for my_fcn
-    # (6.1 GiB without) and DeepLabV3+ ResNet-101 (7.6 GiB without); U-Net fits without it (4.0 GiB).
+    # (6.2 GiB without) and DeepLabV3+ ResNet-101 (7.8 GiB without); U-Net fits without it (4.2 GiB).
     "laptop": Profile("laptop", synth_size=(2048, 1024), synth_frames=100,
                       train={"size": (1024, 512), "time_budget": 600.0, "batch_size": 8,
                              "num_workers": 4, "scheduler": "poly", "warmup_iters": 100, "amp": "auto",
