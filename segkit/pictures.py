@@ -35,6 +35,15 @@ def as_labels(mask: np.ndarray | torch.Tensor) -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
+def compact_labels(mask: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A class map (H, W) held in one byte a pixel (uint8) when its values fit, as the browsers
+    keep whole splits of them (an eighth of int64's memory); ``as_labels`` widens one when needed."""
+    array = as_labels(mask)
+    if array.size and (array.min() < 0 or array.max() > 255):
+        return array
+    return array.astype(np.uint8)
+
+
 def real_classes(scheme: str = "cityscapes19") -> range:
     """The class indices of ``scheme`` that are real classes (not the original's "unlabelled")."""
     first = int(scheme == "original20")  # class 0 of the original scheme pools the void ids

@@ -173,6 +173,20 @@ def test_mask_browser_from_model(samples):
     assert np.abs(browser.images[0].astype(int) - images[0]).max() <= 1  # denormalised for display
     assert (browser.predictions[0] == 0).all()
     assert "mIoU 24.8%" in browser.text.value
+    # a split's maps kept in one byte a pixel, the same classes as the int64 targets given
+    assert all(m.dtype == np.uint8 for m in (*browser.targets, *browser.predictions))
+    assert all(np.array_equal(kept, given) for kept, given in zip(browser.targets, targets[:3], strict=True))
+
+
+def test_compact_labels_narrows_only_what_fits():
+    from segkit.pictures import compact_labels
+
+    ids = np.array([[0, 18], [255, 7]], dtype=np.int64)
+    assert compact_labels(ids).dtype == np.uint8 and np.array_equal(compact_labels(ids), ids)
+    assert compact_labels(torch.from_numpy(ids)).dtype == np.uint8
+    wide = np.array([[0, 300]])
+    assert compact_labels(wide).dtype == np.int64 and np.array_equal(compact_labels(wide), wide)
+    assert compact_labels(np.array([[-1, 2]])).dtype == np.int64
 
 
 def test_comparison_browser_one_panel_per_model(samples):
