@@ -85,8 +85,9 @@ def legend_html(masks: Sequence[np.ndarray], class_names: Sequence[str], scheme:
                     f"</span> {html.escape(name)}</span>" for rgb, name in entries)
 
 
-def _percent(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{100 * value:.1f}%"
+def _score(value: float) -> str:
+    """A score as the course prints scores: a fraction with three decimals, 1.000 at best."""
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
 def _button_row(names: Sequence[str], on: Sequence[str]) -> dict[str, widgets.ToggleButton]:
@@ -266,7 +267,7 @@ class MaskBrowser(_Browser):
             parts.append(f"<code>{html.escape(self.names[index])}</code>")
         if self.scores is not None:
             miou, acc = self.scores[index]
-            parts += [f"mIoU {_percent(miou)}", f"pixel acc {_percent(acc)}"]
+            parts += [f"mIoU {_score(miou)}", f"pixel acc {_score(acc)}"]
         if "overlay" in self.toggles and self.toggles["overlay"].value:
             parts.append("overlay: " + ("prediction" if self.predictions is not None else "ground truth"))
         return " · ".join(parts)
@@ -365,12 +366,12 @@ class ComparisonBrowser(_Browser):
             pred = maps[index]
             picture = (error_map(image, target, pred, scheme=self.scheme) if self.errors.value
                        else labels.colorize(pred, self.scheme))
-            panels.append((f"{model} ({_percent(self.scores[model][index])})", picture))
+            panels.append((f"{model} ({_score(self.scores[model][index])})", picture))
         self.image.value = to_png(compose(panels))
         parts = [f"<b>sample {index + 1}/{len(self.images)}</b>"]
         if self.names is not None:
             parts.append(f"<code>{html.escape(self.names[index])}</code>")
-        parts += [f"{html.escape(model)} mIoU {_percent(scores[index])}"
+        parts += [f"{html.escape(model)} mIoU {_score(scores[index])}"
                   for model, scores in self.scores.items()]
         self.text.value = " · ".join(parts)
         shown = [target] + [maps[index] for maps in self.predictions.values()]

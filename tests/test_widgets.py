@@ -39,7 +39,7 @@ def scene(seed):
 
 @pytest.fixture
 def samples():
-    """Three samples whose predictions score mIoU 1 (perfect), 24.8% (all road) and 58.2%.
+    """Three samples whose predictions score mIoU 1 (perfect), 0.248 (all road) and 0.582.
 
     1008 labelled road pixels, 1024 of class 1. All road: IoU 1008 / 2032 and 0.
     Partial (512 class-1 pixels predicted road): IoU 1008 / 1520 and 512 / 1024.
@@ -60,7 +60,7 @@ def test_mask_browser_renders_the_default_panels(samples):
     assert (panel(picture, 0) == images[0]).all()
     assert (panel(picture, 1) == labels.colorize(targets[0])).all()
     assert "index 0" in browser.text.value and "a.png" in browser.text.value
-    assert "mIoU 100.0%" in browser.text.value and "pixel acc 100.0%" in browser.text.value
+    assert "mIoU 1.000" in browser.text.value and "pixel acc 1.000" in browser.text.value
     assert "road" in browser.legend.value and "void" in browser.legend.value
 
 
@@ -69,8 +69,8 @@ def test_mask_browser_slider_changes_picture_and_text(samples):
     png, text = browser.png, browser.text.value
     browser.slider.value = 1
     assert browser.png != png and browser.text.value != text
-    assert "index 1" in browser.text.value and "mIoU 24.8%" in browser.text.value
-    assert "pixel acc 49.6%" in browser.text.value  # 1008 of 2032 labelled pixels
+    assert "index 1" in browser.text.value and "mIoU 0.248" in browser.text.value
+    assert "pixel acc 0.496" in browser.text.value  # 1008 of 2032 labelled pixels
 
 
 def test_mask_browser_layer_toggles_change_the_panels(samples):
@@ -112,7 +112,7 @@ def test_mask_browser_worst_first(samples):
     assert browser.ranking == [1, 2, 0] and browser.current == 1
     assert "index 1" in browser.text.value
     browser.slider.value = 1
-    assert "index 2" in browser.text.value and "mIoU 58.2%" in browser.text.value
+    assert "index 2" in browser.text.value and "mIoU 0.582" in browser.text.value
     browser.order.value = "index"
     assert browser.slider.value == 0 and "index 0" in browser.text.value
 
@@ -172,7 +172,7 @@ def test_mask_browser_from_model(samples):
     assert len(browser.images) == 3 and browser.names[1] == "city_000000_000001_leftImg8bit.png"
     assert np.abs(browser.images[0].astype(int) - images[0]).max() <= 1  # denormalised for display
     assert (browser.predictions[0] == 0).all()
-    assert "mIoU 24.8%" in browser.text.value
+    assert "mIoU 0.248" in browser.text.value
     # a split's maps kept in one byte a pixel, the same classes as the int64 targets given
     assert all(m.dtype == np.uint8 for m in (*browser.targets, *browser.predictions))
     assert all(np.array_equal(kept, given) for kept, given in zip(browser.targets, targets[:3], strict=True))
@@ -196,12 +196,12 @@ def test_comparison_browser_one_panel_per_model(samples):
     picture = decode(browser.png)
     assert picture.shape == (TOP + H, 5 * W + 4 * GAP, 3)
     assert (panel(picture, 3) == labels.colorize(predictions[1])).all()
-    assert "perfect mIoU 100.0%" in browser.text.value and "road mIoU 24.8%" in browser.text.value
+    assert "perfect mIoU 1.000" in browser.text.value and "road mIoU 0.248" in browser.text.value
     png = browser.png
     browser.errors.value = True
     assert browser.png != png and decode(browser.png).shape == picture.shape
     browser.slider.value = 2
-    assert "partial mIoU 58.2%" in browser.text.value
+    assert "partial mIoU 0.582" in browser.text.value
 
 
 def striped_frame():

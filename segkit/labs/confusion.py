@@ -30,7 +30,17 @@ import torch
 from segkit import labels
 from segkit.metrics import ConfusionMatrix, tp_fp_fn
 from segkit.pictures import dimmed
-from segkit.widgets import GAP, _as_inputs, _as_maps, _Browser, compose, predict_samples, sample_names, to_png
+from segkit.widgets import (
+    GAP,
+    _as_inputs,
+    _as_maps,
+    _Browser,
+    _score,
+    compose,
+    predict_samples,
+    sample_names,
+    to_png,
+)
 
 TOP_FRAMES = 3  # frames shown for a clicked cell
 CONFUSED = np.array([255, 0, 255], dtype=np.uint8)  # magenta: true t predicted p, t != p
@@ -110,11 +120,6 @@ def stack(rows: Sequence[np.ndarray]) -> np.ndarray:
 
 def _percent(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.1f} %"
-
-
-def _fraction(value: float) -> str:
-    """A score as the course prints scores: a fraction with three decimals."""
-    return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
 def _shade(share: float) -> tuple[str, str]:
@@ -305,15 +310,15 @@ def _share(part: int, whole: int) -> str:
 def _recall_line(name: str, reading: dict[str, Any]) -> str:
     return (f"row {name} sums to the {reading['row']:,} ground-truth pixels of {name}: recall({name}) "
             f"= diagonal / row = {reading['diagonal_true']:,} / {reading['row']:,} = "
-            f"{_fraction(reading['recall'])}")
+            f"{_score(reading['recall'])}")
 
 
 def _precision_line(name: str, reading: dict[str, Any]) -> str:
     return (f"column {name} sums to the {reading['column']:,} pixels predicted {name}: precision({name}) "
             f"= diagonal / column = {reading['diagonal_pred']:,} / {reading['column']:,} = "
-            f"{_fraction(reading['precision'])}")
+            f"{_score(reading['precision'])}")
 
 
 def _iou_line(name: str, diagonal: int, row: int, column: int, iou: float) -> str:
     return (f"IoU({name}) = diagonal / (row + column − diagonal) = {diagonal:,} / ({row:,} + {column:,} "
-            f"− {diagonal:,}) = {_fraction(iou)}")
+            f"− {diagonal:,}) = {_score(iou)}")
