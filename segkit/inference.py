@@ -187,12 +187,17 @@ class Inference:
         A photo of 10000x10000 pixels would need 19 x 4 bytes a pixel (7.6 GB) of scores enlarged to
         its size; here they are enlarged and their argmax taken a band of rows at a time
         (``BAND_PIXELS``), and a sliding window over the full frame gives its averaged scores band by
-        band too, so memory grows with the image, not with the classes times it. (Only multi-pass
-        slides over the full frame still hold its scores whole.)
+        band too (with flip, the mirrored frame's slide beside it, band by band), so memory grows
+        with the image, not with the classes times it. (Only multi-scale slides over the full frame
+        still hold its scores whole.)
         """
         out_size = tuple(out_size or images.shape[-2:])
         if self._slides_at(images, out_size):
             bands = slide_bands(model, images, self.window, self.stride_of())
+            if self.flip:  # flip mirrors columns only: the two slides' bands hold the same rows
+                mirrored = slide_bands(model, images.flip(-1), self.window, self.stride_of())
+                bands = (band.softmax(1).add_(other.softmax(1).flip(-1))
+                         for band, other in zip(bands, mirrored, strict=True))
             return _argmax_of_bands(images.shape[0], out_size, bands)
         passes = list(self._passes(model, images))
         if all(p.shape[-2] <= out_size[0] and p.shape[-1] <= out_size[1] for p in passes):
@@ -204,10 +209,11 @@ class Inference:
         return scores[0].argmax(1).to(torch.uint8)
 
     def _slides_at(self, images: Tensor, out_size: tuple[int, int]) -> bool:
-        """Whether one slide over ``images`` as they are gives the scores at ``out_size`` (no
-        resize, scale or flip before it), so they can be taken a band of rows at a time."""
+        """Whether a slide over ``images`` as they are (and, with flip, one over their mirror) gives
+        the scores at ``out_size`` (no resize or scale before it), so they can be taken a band of
+        rows at a time."""
         size = tuple(images.shape[-2:])
-        return (self.mode == "slide" and self.passes == 1 and self.scales == (1.0,)
+        return (self.mode == "slide" and self.scales == (1.0,)
                 and size == out_size == self._base(images) and min(size) >= self.min_side)
 
     def _passes(self, model: nn.Module, images: Tensor) -> Iterator[Tensor]:
