@@ -111,7 +111,8 @@ class StepPlan:
 
     def revise(self, step: int, train_seconds: float, seconds: float) -> str | None:
         """Re-plan the total steps from the step time measured since this process's first call
-        (the first steps, with their warm-up, are left out): the validations' time is spread over
+        (the first steps, with their warm-up, are left out; the latest pace where it is slower,
+        as ``out_of_time`` judges by it): the validations' time is spread over
         the steps, and one final validation kept in hand. Returns a note when steps have become
         ``SLOWDOWN`` times (and again each doubling) slower than at the start, else None."""
         if self._mark is None:
@@ -122,7 +123,9 @@ class StepPlan:
         if step - self._mark[1] < 2:
             return None
         self.step_seconds = (train_seconds - self._mark[0]) / (step - self._mark[1])
-        per_step = self.step_seconds
+        # the slower of the mean and the latest pace: steps planned at the mean of a machine that
+        # slowed down would be cut short by ``out_of_time`` before the schedule reaches its end
+        per_step = max(self.step_seconds, self._pace())
         if self.val_every:
             per_step += self._validation_reserve() / (self.val_every * self.steps_per_epoch)
         left = self.budget - seconds - self._validation_reserve()

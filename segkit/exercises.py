@@ -52,12 +52,16 @@ def _open(question: str) -> Verdict:
     return Verdict(False, f"no answer yet. {question}")
 
 
-def _numbers(answer, count: int) -> bool:
-    """Whether ``answer`` is a sequence of ``count`` numbers."""
+def _numbers(answer, count: int) -> list[float] | None:
+    """``answer``'s ``count`` numbers as floats, or None when it is not a sequence of that many
+    numbers (a string of digits is not)."""
+    if isinstance(answer, (str, bytes)):
+        return None
     try:
-        return len(answer) == count and all(isinstance(float(v), float) for v in answer)
+        values = [float(v) for v in answer]
     except (TypeError, ValueError):
-        return False
+        return None
+    return values if len(values) == count else None
 
 
 def _close(answer: float, expected: float, tolerance: float = RELATIVE_TOLERANCE) -> bool:
@@ -89,12 +93,12 @@ def train_ids(answers: Mapping[int, int] | None) -> Verdict:
     if not isinstance(answers, Mapping):
         return Verdict(False, f"{answers!r}: give a dict, label id -> trainId.") if answers else \
             _open("Map each label id to its trainId (255 when the class is void).")
-    if any(given is None for given in answers.values()):
+    if not answers or any(given is None for given in answers.values()):
         return _open("Map each label id to its trainId (255 when the class is void).")
-    if not all(isinstance(label_id, int) and 0 <= label_id <= 33 for label_id in answers):
+    names = {c.id: c.name for c in labels.CLASSES}
+    if not all(isinstance(label_id, (int, np.integer)) and label_id in names for label_id in answers):
         return Verdict(False, f"{answers!r}: the keys are label ids, whole numbers from 0 to 33.")
     lut = labels.id_to_train_id_lut()
-    names = {c.id: c.name for c in labels.CLASSES}
     wrong = []
     for label_id, given in answers.items():
         expected = int(lut[label_id])
@@ -373,10 +377,11 @@ def aspp_rates(output_stride: int, answer: Sequence[int] | None) -> Verdict:
     """06: the dilation rates of ASPP's three 3×3 branches at ``output_stride``, read from the model."""
     if answer is None:
         return _open("Give the three rates.")
-    if not _numbers(answer, 3):
+    values = _numbers(answer, 3)
+    if values is None:
         return Verdict(False, f"{answer!r}: give the three rates, e.g. (a, b, c).")
     expected = sorted(rate for rate in anatomy.aspp_rates(_deeplab(output_stride)) if rate > 1)
-    if sorted(answer) == expected:
+    if sorted(values) == expected:
         return Verdict(True, f"rates {tuple(expected)}: the same field of view in input pixels.")
     return Verdict(False, f"{tuple(answer)} is not it: at output stride {output_stride} neighbouring "
                           f"feature pixels are {output_stride} input pixels apart, and the rates "
@@ -389,13 +394,14 @@ def feature_size(input_size: tuple[int, int], output_stride: int,
     forward pass."""
     if answer is None:
         return _open("Give (width, height) of the deep features.")
-    if not _numbers(answer, 2):
+    values = _numbers(answer, 2)
+    if values is None:
         return Verdict(False, f"{answer!r}: give two numbers, (width, height).")
     net = _deeplab(output_stride).eval()
     with torch.inference_mode():
         deep = net.backbone(torch.zeros(1, 3, input_size[1], input_size[0]))["out"]
     expected = (deep.shape[-1], deep.shape[-2])
-    if tuple(answer) == expected:
+    if tuple(values) == expected:
         return Verdict(True, f"{expected[0]}×{expected[1]}: the input divided by {output_stride}, "
                              "rounded up.")
     return Verdict(False, f"{tuple(answer)} is not it; divide each side by the output stride "

@@ -87,7 +87,8 @@ def train(model: str, *, profile: str | None = None, data: str | os.PathLike | N
                                       model_options=model_options, **changes)
             auto_batch = False  # the run keeps its recorded batch
         else:
-            claim(folder)
+            if distributed.launch_rank() == 0:  # it clears an unsaved run: one process only
+                claim(folder)
             config = train_config(model, profile=profile, data=data, out=folder, log_dir=log_dir,
                                   model_options=model_options, **changes)
         check_trainable_sizes(config)

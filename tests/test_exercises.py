@@ -227,3 +227,12 @@ def test_a_malformed_answer_is_a_verdict_not_an_error(junk, tmp_path) -> None:
     ]
     for check in checks:
         assert isinstance(check(), exercises.Verdict)
+
+
+def test_an_empty_or_malformed_answer_is_never_right_and_never_raises():
+    assert not exercises.train_ids({}).ok and "no answer yet" in exercises.train_ids({}).message
+    assert exercises.train_ids({np.int64(7): 0}).ok  # numpy keys are label ids too
+    assert not exercises.train_ids({99: 0}).ok
+    assert exercises.aspp_rates(16, [6, "12", 18]).ok  # numbers written as text still compare
+    verdict = exercises.aspp_rates(16, "123")  # a string is not three numbers
+    assert not verdict.ok and "give the three rates" in verdict.message

@@ -110,7 +110,7 @@ def lr_range_test(model: nn.Module, loader: DataLoader, config: TrainConfig, *, 
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
     if config.channels_last == "auto":
         config = config.replace(channels_last=False)
-    config, context = resolve_run(config)  # the device and precision as fit would train in
+    config, context = resolve_run(config, model=model)  # the device and precision as fit would train in
     rates = sweep_rates(start, end, steps)
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):  # the loader's shuffle leaves the caller's stream alone
