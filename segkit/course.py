@@ -159,7 +159,7 @@ def train_model(course: Course, model: str, *, live: bool = True, minutes: float
     if not resume and (earlier := set_aside(out)) is not None:
         print(f"an earlier {model} run was moved to {earlier}")
     state = train(model, profile=course.profile.name, data=course.data, out=out,
-                  log_dir=out / "tensorboard", resume=resume, model_options=options,
+                  resume=resume, model_options=options,
                   callbacks=[LivePlot()] if live else [], progress=False, **changes)
     best, _ = model_from_checkpoint(out / "best.pt", course.device)
     return best, state
@@ -426,17 +426,18 @@ def lesson_figures(course: Course, train: CityscapesSegmentation, manifest: dict
     bilinear label resizing, my_FCN's architecture, and where dilated kernels and ASPP read."""
     from segkit import viz
     from segkit.models import build_model
+    from segkit.step import config_model
     from segkit.synthetic import realism
 
     mask = train.load(0)[1].numpy()
     height, width = mask.shape
-    backbone = course.config("deeplabv3plus").model_options.get("backbone", "resnet101")
+    deeplab = config_model(course.config("deeplabv3plus"), torch.device("cpu"))  # no weights loaded
     return {
         "02_imbalance_effect.png": viz.imbalance_effect(manifest["class_pixels"]["train"]),
         "02_realism.png": viz.realism(realism.measure(realism.official_frames(course.data, "train"))),
         "03_mask_resampling.png": viz.mask_resampling(mask, (width * 3 // 4, height * 3 // 4)),
         "04_my_fcn_architecture.png": viz.architecture(build_model("my_fcn"), (128, 256)),
-        "06_dilation.png": viz.dilation_figure(build_model("deeplabv3plus", backbone=backbone)),
+        "06_dilation.png": viz.dilation_figure(deeplab),
     }
 
 

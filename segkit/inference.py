@@ -497,15 +497,18 @@ def compare_protocols(model: nn.Module, config: TrainConfig, root: str | os.Path
         "slide + flip": (None, Inference.for_checkpoint(config, mode="slide", stride=stride,
                                                         tta=("flip",))),
     }
+    read = {}  # size -> (loader, first image, first mask): the full-resolution rows share one
     rows = {}
     for name, (size, inference) in protocols.items():
-        dataset = CityscapesSegmentation(root, split, eval_transforms(size=size),
-                                         label_scheme=config.label_scheme)
-        if frames is not None and frames < len(dataset):
-            dataset = dataset.subset(spread_indices(len(dataset), frames))
-        loader = scoring_loader(dataset, batch_size=batch_size, num_workers=num_workers)
+        if size not in read:
+            dataset = CityscapesSegmentation(root, split, eval_transforms(size=size),
+                                             label_scheme=config.label_scheme)
+            if frames is not None and frames < len(dataset):
+                dataset = dataset.subset(spread_indices(len(dataset), frames))
+            read[size] = (scoring_loader(dataset, batch_size=batch_size, num_workers=num_workers),
+                          *dataset[0])
+        loader, image, mask = read[size]
         scores = evaluate(model, loader, device=device, amp=amp, inference=inference)
-        image, mask = dataset[0]
         height, width = mask.shape[-2:]
         how = (f"frame and labels resized to {_wxh(proxy_size)}, as fit validates" if size
                else inference.describe())

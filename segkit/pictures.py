@@ -7,8 +7,11 @@ original scheme's "unlabelled") is never coloured as a class.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import torch
+from PIL import Image
 
 from segkit.labels import class_names, colorize
 
@@ -38,6 +41,10 @@ def as_labels(mask: np.ndarray | torch.Tensor) -> np.ndarray:
 def compact_labels(mask: np.ndarray | torch.Tensor) -> np.ndarray:
     """A class map (H, W) held in one byte a pixel (uint8) when its values fit, as the browsers
     keep whole splits of them (an eighth of int64's memory); ``as_labels`` widens one when needed."""
+    if isinstance(mask, torch.Tensor) and mask.dtype == torch.uint8 and mask.dim() == 2:
+        return mask.numpy(force=True)
+    if isinstance(mask, np.ndarray) and mask.dtype == np.uint8 and mask.ndim == 2:
+        return mask
     array = as_labels(mask)
     if array.size and (array.min() < 0 or array.max() > 255):
         return array
@@ -105,3 +112,10 @@ def resampled_labels(mask: np.ndarray | torch.Tensor, size: tuple[int, int],
     options = {"align_corners": False} if mode == "bilinear" else {}
     resized = torch.nn.functional.interpolate(source, size=(size[1], size[0]), mode=mode, **options)
     return resized[0, 0].round().long().numpy()
+
+
+def to_png(picture: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 -> PNG bytes (fast compression: widgets and labs redraw on every slider move)."""
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()

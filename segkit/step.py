@@ -142,7 +142,7 @@ def config_step(config: TrainConfig, device: torch.device, batch_size: int | Non
     what it returns.
 
     The batch is ``batch_size`` (default ``config.batch_size``) images (N, 3, H, W) and random class
-    masks (N, H, W); the model is built from ``config.model_options`` as given.
+    masks (N, H, W); the model is built by ``config_model`` (initial-weight options left out).
     """
     model = config_model(config, device)
     images, masks = random_batch(batch_size or config.batch_size, config.size, device,

@@ -10,7 +10,6 @@ themselves (``overlay``, ``boundaries``, ``error_map``) are plain arrays from ``
 from __future__ import annotations
 
 import html
-import io
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from segkit.pictures import (
     overlay,
     real_classes,
     resampled_labels,
+    to_png,
     void_pixels,
 )
 from segkit.transforms import denormalize
@@ -845,13 +845,10 @@ def figure_png(fig: Figure) -> bytes:
     """A figure as PNG bytes (for an ``ipywidgets.Image``): drawn by Agg, compressed lightly, as
     a lab redraws on every slider move."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from PIL import Image
 
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3]).save(buffer, format="png", compress_level=1)
-    return buffer.getvalue()
+    return to_png(np.asarray(canvas.buffer_rgba())[..., :3])
 
 
 def loss_figure(figsize: tuple[float, float] = (6, 3.2)) -> Figure:

@@ -10,7 +10,6 @@ void (ignore) in black.
 from __future__ import annotations
 
 import html
-import io
 import math
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -24,7 +23,16 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from segkit import labels
-from segkit.pictures import as_labels, as_rgb, compact_labels, dimmed, error_map, overlay, real_classes
+from segkit.pictures import (
+    as_labels,
+    as_rgb,
+    compact_labels,
+    dimmed,
+    error_map,
+    overlay,
+    real_classes,
+    to_png,
+)
 from segkit.viz import image_scores
 
 GAP = 4  # white pixels between panels
@@ -53,13 +61,6 @@ def compose(panels: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
         draw.text((x + 2, 2), title, fill=(40, 40, 40), font=_font())
         x += picture.shape[1] + GAP
     return np.asarray(sheet)
-
-
-def to_png(picture: np.ndarray) -> bytes:
-    """(H, W, 3) uint8 -> PNG bytes (fast compression: this runs on every slider move)."""
-    buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
 
 
 def highlight(image: np.ndarray, mask: np.ndarray, focus: int | None, scheme: str) -> np.ndarray:
