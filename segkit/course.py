@@ -464,7 +464,7 @@ def write_figures(course: Course, out: str | os.PathLike = "pics") -> list[Path]
     figures = {
         "02_samples.png": viz.sample_grid(train, [0, 1]),
         "02_class_distribution.png": viz.class_distribution(
-            {split: manifest["class_pixels"][split] for split in ("train", "val")}),
+            {split: manifest["class_pixels"][split] for split in ("train", "val")}, log=True),
         "03_augmentation.png": viz.augmentation_grid(*train.load(1), demo_transforms(size=(256, 128))),
         **lesson_figures(course, train, manifest),
     }
